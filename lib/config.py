@@ -1,0 +1,176 @@
+"""`params.yaml` → typed, frozen, validated objects.
+
+Every stage loads and validates the *whole* file, so a typo in `prune.ratio` fails at `prepare_data`,
+in well under a second, rather than after the teacher has trained for an hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lib import models
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def between(lo: float, hi: float, *, lo_open: bool = False) -> dict:
+    """Field metadata: the value must lie in [lo, hi] (or (lo, hi] with `lo_open`)."""
+    return {"range": (lo, hi, lo_open)}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: Literal["medmnist", "imagefolder", "arrays"]
+    root: str
+    image_size: int = field(metadata=between(8, 1024))
+    test_fraction: float = field(metadata=between(0.0, 0.5, lo_open=True))
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == "medmnist" and not self.name:
+            raise ValueError("dataset.name is required when dataset.source is 'medmnist' "
+                             "(e.g. name: pneumoniamnist)")
+        if self.source != "medmnist" and not Path(self.root).is_dir():
+            raise ValueError(f"dataset.root: folder {self.root!r} does not exist; "
+                             f"point it at your {self.source} data set")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(metadata=between(1, 10_000))
+    batch_size: int = field(metadata=between(1, 65_536))
+    lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+    weight_decay: float = field(metadata=between(0.0, 1.0))
+    label_smoothing: float = field(metadata=between(0.0, 0.5))
+    augment: bool
+    class_weights: Literal["none", "balanced"]
+    monitor: Literal["accuracy", "balanced_accuracy", "auc", "f1_macro"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = field(metadata=between(0.0, 100.0, lo_open=True))
+    alpha: float = field(metadata=between(0.0, 1.0))
+    epochs: int = field(metadata=between(1, 10_000))
+    lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    ratio: float = field(metadata=between(0.0, 0.95))
+    importance: Literal["l1", "l2"]
+    iterative_steps: int = field(metadata=between(1, 100))
+    round_to: int = field(metadata=between(1, 256))
+    finetune_epochs: int = field(metadata=between(1, 10_000))
+    lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = field(metadata=between(18, 21))
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    calibration_samples: int = field(metadata=between(1, 100_000))
+    int8_io: bool
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    threads: int = field(metadata=between(1, 1024))
+    warmup: int = field(metadata=between(0, 100_000))
+    runs: int = field(metadata=between(1, 1_000_000))
+    throughput_batch: int = field(metadata=between(1, 65_536))
+    bootstrap_samples: int = field(metadata=between(10, 1_000_000))
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = field(metadata=between(0, 2**32 - 1))
+    device: Literal["auto", "cpu", "cuda"]
+    teacher: str
+    student: str
+    dataset: DatasetConfig
+    train: TrainConfig
+    distill: DistillConfig
+    prune: PruneConfig
+    export: ExportConfig
+    quantize: QuantizeConfig
+    benchmark: BenchmarkConfig
+
+    def __post_init__(self) -> None:
+        for role in ("teacher", "student"):
+            name = getattr(self, role)
+            if name not in models.available():
+                raise ValueError(f"{role}: unknown model {name!r}; valid names are "
+                                 f"{', '.join(models.available())}")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml`; raise `ValueError` naming the key and what it accepts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the stage from the project root")
+    data = yaml.safe_load(path.read_text()) or {}
+    return from_dict(Params, data)
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking unknown keys, missing keys, types and ranges."""
+    where = prefix.rstrip(".") or "params"
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of keys, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                         f"valid keys are {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name not in data:
+            if f.default is dataclasses.MISSING:
+                raise ValueError(f"{key} is missing from params.yaml")
+            continue
+        values[name] = _coerce(key, data[name], hints[name], f.metadata)
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, hint: Any, metadata: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, hint, metadata)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{key}: got {value!r}; expected one of {', '.join(map(str, args))}")
+        return value
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"{key}: got {value!r}; expected true or false")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key}: got {value!r}; expected an integer")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: got {value!r}; expected a number")
+        value = float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{key}: got {value!r}; expected a string")
+    if "range" in metadata:
+        lo, hi, lo_open = metadata["range"]
+        if not (lo < value <= hi if lo_open else lo <= value <= hi):
+            raise ValueError(f"{key}: got {value!r}; expected a value in "
+                             f"{'(' if lo_open else '['}{lo}, {hi}]")
+    return value

@@ -1,0 +1,105 @@
+"""What the stage scripts share: loading params and data once, training with logging, scoring, checks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.config import Params, load_params
+from lib.data import SPLITS, load_meta, load_split, make_loader
+from lib.metrics import agreement, classification_metrics
+from lib.models import ModelSpec, build
+from lib.runtimes import predict
+from lib.training import (DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
+                          resolve_device, seed_everything)
+
+
+@dataclass
+class Context:
+    params: Params
+    meta: dict
+    device: torch.device
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    def spec(self, arch: str) -> ModelSpec:
+        return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"])
+
+    def build(self, arch: str) -> nn.Module:
+        return build(arch, self.num_classes, self.meta["channels"], self.meta["image_size"])
+
+    def example_input(self) -> torch.Tensor:
+        size = self.meta["image_size"]
+        return torch.zeros(1, self.meta["channels"], size, size)
+
+
+def setup(processed_dir: str | Path) -> Context:
+    """Validate params, fix the seeds, pick the device and load the processed splits."""
+    params = load_params()
+    seed_everything(params.seed)
+    meta = load_meta(processed_dir)
+    splits = {split: load_split(processed_dir, split) for split in SPLITS}
+    return Context(params, meta, resolve_device(params.device), splits)
+
+
+def hard_label_loss(ctx: Context) -> HardLabelLoss:
+    cfg = ctx.params.train
+    return HardLabelLoss(class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
+                         cfg.label_smoothing)
+
+
+def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
+    cfg = ctx.params.train
+    return DistillationLoss(teacher, ctx.params.distill.temperature, ctx.params.distill.alpha,
+                            class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
+                            cfg.label_smoothing)
+
+
+def train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+          live_dir: str | Path) -> tuple[nn.Module, dict]:
+    """Train on the train split, keep the best epoch on val, log curves with dvclive into `live_dir`."""
+    from dvclive import Live
+
+    cfg = ctx.params.train
+    loader = make_loader(*ctx.splits["train"], ctx.meta, cfg.batch_size, shuffle=True,
+                         augment=cfg.augment, seed=ctx.params.seed)
+    schedule = Schedule(epochs, lr, cfg.weight_decay, cfg.monitor)
+    start = time.perf_counter()
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        model, info = fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, ctx.device, live)
+    info["train_seconds"] = round(time.perf_counter() - start, 1)
+    return model, info
+
+
+def score(model: nn.Module, ctx: Context, splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Classification metrics of a torch model on the named splits."""
+    out = {}
+    for split in splits:
+        images, labels = ctx.splits[split]
+        out[split] = classification_metrics(labels, predict(model, images, ctx.meta, device=ctx.device),
+                                            ctx.meta["classes"])
+    return out
+
+
+def run_info(ctx: Context) -> dict:
+    return {"seed": ctx.params.seed, "device": ctx.device.type}
+
+
+def check_parity(reference: np.ndarray, probs: np.ndarray, what: str,
+                 min_agreement: float, max_prob_diff: float) -> dict:
+    """Compare two artifacts' test probabilities; raise (so the stage writes nothing) when they drift."""
+    result = agreement(reference, probs)
+    if result["top1_agreement"] < min_agreement or result["max_abs_prob_diff"] > max_prob_diff:
+        raise RuntimeError(
+            f"{what} parity check failed: top-1 agreement {result['top1_agreement']:.4%} "
+            f"(need ≥ {min_agreement:.2%}), max |Δprob| {result['max_abs_prob_diff']:.2e} "
+            f"(need ≤ {max_prob_diff:.0e}); the converted model does not compute what its source does")
+    return result

@@ -1,0 +1,70 @@
+"""Converters: torch → ONNX, ONNX → TFLite float32 (onnx2tf), and post-training quantization.
+
+Each converter's quirks stay here: onnx2tf rewrites its input file (it gets a copy), wants NHWC
+calibration data in [0, 1] with the normalisation passed separately, and would download a sample
+calibration set if it were not given ours.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int) -> None:
+    """Export with a dynamic batch dimension and embedded weights, and check the graph."""
+    model = model.cpu().eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(model, (example_input,), str(path), input_names=[INPUT_NAME],
+                      output_names=[OUTPUT_NAME], opset_version=opset, dynamic_shapes=({0: batch},),
+                      external_data=False, dynamo=True, verbose=False)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _onnx2tf(onnx_path: Path, work: Path, **options) -> Path:
+    import onnx2tf
+
+    src = work / "model.onnx"
+    shutil.copyfile(onnx_path, src)  # onnx2tf simplifies and overwrites its input in place
+    out = work / "tf"
+    onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(out),
+                    copy_onnx_input_output_names_to_tflite=True, verbosity="error", **options)
+    return out
+
+
+def to_tflite(onnx_path: str | Path, path: str | Path) -> None:
+    """ONNX → float32 TFLite (NHWC input), through onnx2tf."""
+    with tempfile.TemporaryDirectory() as work:
+        out = _onnx2tf(Path(onnx_path), Path(work))
+        shutil.move(out / "model_float32.tflite", path)
+
+
+def quantize_tflite(onnx_path: str | Path, calibration: np.ndarray, mean: list[float], std: list[float],
+                    dynamic_path: str | Path, int8_path: str | Path, int8_io: bool) -> None:
+    """Dynamic-range (int8 weights) and full-integer (int8 weights and activations) TFLite models.
+
+    `calibration`: float32 NHWC images in [0, 1] from the training split; onnx2tf normalises them with
+    `mean`/`std` exactly as training did. The int16-activation variants onnx2tf also writes are dropped:
+    they run far slower on CPU.
+    """
+    shape = (1, 1, 1, len(mean))
+    with tempfile.TemporaryDirectory() as work:
+        calib_file = Path(work) / "calibration.npy"
+        np.save(calib_file, calibration.astype(np.float32))
+        out = _onnx2tf(
+            Path(onnx_path), Path(work),
+            output_dynamic_range_quantized_tflite=True, output_integer_quantized_tflite=True,
+            custom_input_op_name_np_data_path=[[INPUT_NAME, str(calib_file),
+                                                np.reshape(mean, shape), np.reshape(std, shape)]],
+            input_quant_dtype="int8", output_quant_dtype="int8")
+        int8_name = "model_full_integer_quant.tflite" if int8_io else "model_integer_quant.tflite"
+        shutil.move(out / "model_dynamic_range_quant.tflite", dynamic_path)
+        shutil.move(out / int8_name, int8_path)

@@ -1,0 +1,107 @@
+"""One `predict` over every format: torch modules, ONNX Runtime and TFLite (float and int8).
+
+A runner maps a float32 NHWC batch, normalised as in training, to logits. This module is the only place
+that knows ONNX and torch want NCHW, that TFLite wants NHWC, and how int8 inputs/outputs are scaled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from torch import nn
+
+from lib.data import normalize
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_runner(model: nn.Module, device: str | torch.device = "cpu") -> Runner:
+    model = model.to(device).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        with torch.inference_mode():
+            return model(batch).float().cpu().numpy()
+    return run
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+    return run
+
+
+def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    shape = [None]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if shape[0] != x.shape:  # resizing re-plans the graph: only when the batch shape changes
+            interpreter.resize_tensor_input(inp["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            shape[0] = x.shape
+        interpreter.set_tensor(inp["index"], quantize(x, inp))
+        interpreter.invoke()
+        return dequantize(interpreter.get_tensor(out["index"]), out)
+    return run
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float → the tensor's dtype, with its scale and zero point when it is integer."""
+    dtype = detail["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    if not np.issubdtype(q.dtype, np.integer):
+        return q.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def load_runner(artifact: nn.Module | str | Path, threads: int | None = None,
+                device: str | torch.device = "cpu") -> Runner:
+    """A runner for a torch module, a `.pt` checkpoint, an `.onnx` or a `.tflite` file."""
+    if isinstance(artifact, nn.Module):
+        return torch_runner(artifact, device)
+    path = Path(artifact)
+    if not path.is_file():
+        raise FileNotFoundError(f"artifact {path} not found: run the stage that writes it (dvc repro)")
+    if path.suffix == ".pt":
+        from lib.models import load_checkpoint
+        return torch_runner(load_checkpoint(path, device)[0], device)
+    if path.suffix == ".onnx":
+        return onnx_runner(path, threads)
+    if path.suffix == ".tflite":
+        return tflite_runner(path, threads)
+    raise ValueError(f"artifact {path}: unknown format {path.suffix!r}; expected .pt, .onnx or .tflite")
+
+
+def predict(artifact: nn.Module | str | Path | Runner, images: np.ndarray, meta: dict,
+            batch_size: int = 256, threads: int | None = None,
+            device: str | torch.device = "cpu") -> np.ndarray:
+    """uint8 NHWC images → class probabilities (N, classes), for any artifact."""
+    run = artifact if callable(artifact) and not isinstance(artifact, nn.Module) else \
+        load_runner(artifact, threads, device)
+    logits = [run(normalize(images[i:i + batch_size], meta)) for i in range(0, len(images), batch_size)]
+    return softmax(np.concatenate(logits).astype(np.float64), axis=1)

@@ -1,0 +1,28 @@
+"""distill: train the small student on the frozen teacher's soft targets plus the hard labels."""
+
+import argparse
+
+from lib.experiment import distillation_loss, run_info, score, setup, train
+from lib.io import write_json
+from lib.models import load_checkpoint, save_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--teacher", default="models/teacher.pt")
+    parser.add_argument("--model", default="models/student.pt")
+    parser.add_argument("--metrics", default="metrics/student.json")
+    parser.add_argument("--live", default="plots/train/student")
+    args = parser.parse_args()
+
+    ctx = setup(args.data)
+    teacher, _ = load_checkpoint(args.teacher, ctx.device)
+    arch, cfg = ctx.params.student, ctx.params.distill
+    model, info = train(ctx.build(arch), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr, args.live)
+    save_checkpoint(model, ctx.spec(arch), args.model)
+    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **score(model, ctx)})
+
+
+if __name__ == "__main__":
+    main()
