@@ -89,6 +89,7 @@ class BenchmarkConfig:
     warmup: int = field(metadata=between(0, 100_000))
     runs: int = field(metadata=between(1, 1_000_000))
     throughput_batch: int = field(metadata=between(1, 65_536))
+    throughput_runs: int = field(metadata=between(1, 100_000))
     bootstrap_samples: int = field(metadata=between(10, 1_000_000))
 
 
@@ -163,6 +164,11 @@ def _coerce(key: str, value: Any, hint: Any, metadata: Any) -> Any:
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"{key}: got {value!r}; expected an integer")
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string; DVC reads it as a number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key}: got {value!r}; expected a number")
         value = float(value)

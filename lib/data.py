@@ -136,6 +136,10 @@ def _read_split(by_class: dict[str, Path], classes: list[str], size: int) -> tup
 def _read_image(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float scans: rescale, don't clip
+                pixels = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if img.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+                img = Image.fromarray(np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8), "L")
             img = img.convert("RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)

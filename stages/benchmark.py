@@ -1,0 +1,126 @@
+"""benchmark: every artifact on the same test split — quality, uncertainty, size, MACs, latency."""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from lib import bench
+from lib.data import normalize
+from lib.experiment import setup
+from lib.io import atomic_path, write_json
+from lib.metrics import accuracy_from_probs, auc_score, bootstrap_ci, classification_metrics
+from lib.models import load_checkpoint
+from lib.pruning import count_macs_params
+from lib.runtimes import predict
+
+
+def artifacts(models_dir: Path) -> dict[str, tuple[Path, str]]:
+    """Artifact name → (file, the torch checkpoint whose network it runs)."""
+    m = models_dir
+    return {
+        "teacher_torch": (m / "teacher.pt", "teacher.pt"),
+        "teacher_onnx": (m / "teacher.onnx", "teacher.pt"),
+        "student_torch": (m / "student.pt", "student.pt"),
+        "pruned_torch": (m / "student_pruned.pt", "student_pruned.pt"),
+        "pruned_onnx": (m / "student.onnx", "student_pruned.pt"),
+        "float32_tflite": (m / "student_float32.tflite", "student_pruned.pt"),
+        "dynamic_tflite": (m / "student_dynamic.tflite", "student_pruned.pt"),
+        "int8_tflite": (m / "student_int8.tflite", "student_pruned.pt"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--metrics", default="metrics/benchmark.json")
+    parser.add_argument("--plots", default="plots/benchmark")
+    args = parser.parse_args()
+
+    ctx = setup(args.data)
+    cfg, seed, classes = ctx.params.benchmark, ctx.params.seed, ctx.meta["classes"]
+    images, labels = ctx.splits["test"]
+    sample = normalize(images[:cfg.throughput_batch], ctx.meta)
+    all_cores = bench.machine()["cpu_count"]
+    ops = {}
+    results, probabilities = {}, {}
+    for name, (path, source) in artifacts(Path(args.models)).items():
+        if source not in ops:
+            ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
+        print(f"benchmark {name} ({path})", flush=True)
+        probs = predict(path, images, ctx.meta)
+        probabilities[name] = probs
+        test = classification_metrics(labels, probs, classes)
+        test["ci95"] = {"accuracy": bootstrap_ci(labels, probs, accuracy_from_probs, cfg.bootstrap_samples, seed),
+                        "auc": bootstrap_ci(labels, probs, auc_score, cfg.bootstrap_samples, seed)}
+        results[name] = {
+            "test": test,
+            "size_bytes": bench.size_bytes(path),
+            "macs": ops[source][0],
+            "params": ops[source][1],
+            "latency_ms": bench.latency_ms(path, sample, cfg.threads, cfg.warmup, cfg.runs),
+            "latency_ms_all_cores": bench.latency_ms(path, sample, all_cores, cfg.warmup, cfg.runs),
+            "throughput": bench.throughput(path, sample, all_cores, cfg.throughput_runs),
+        }
+    add_ratios_to_teacher(results)
+    majority = int(np.bincount(ctx.splits["train"][1]).argmax())
+    report = {**results,
+              "baseline_majority_class": {"class": classes[majority],
+                                          "test": {"accuracy": float((labels == majority).mean())}},
+              "machine": bench.machine(), "test_images": len(labels), "seed": seed}
+    write_plots(Path(args.plots), results, probabilities, labels, classes)
+    write_json(args.metrics, report)
+
+
+def add_ratios_to_teacher(results: dict) -> None:
+    """Size ×, latency × (against the teacher's fastest runtime) and accuracy retention, per artifact."""
+    teacher = results["teacher_torch"]
+    teacher_latency = min(results[k]["latency_ms"]["p50"] for k in ("teacher_torch", "teacher_onnx"))
+    for result in results.values():
+        result["vs_teacher"] = {
+            "smaller_x": teacher["size_bytes"] / result["size_bytes"],
+            "faster_x": teacher_latency / result["latency_ms"]["p50"],
+            "accuracy_retention_pct": 100 * result["test"]["accuracy"] / teacher["test"]["accuracy"],
+        }
+
+
+def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarray, classes: list[str]) -> None:
+    """ROC and confusion data (dvclive), the per-artifact table and every test prediction, as one folder."""
+    from dvclive import Live
+
+    with atomic_path(out) as tmp:
+        with Live(str(tmp), save_dvc_exp=False, dvcyaml=None) as live:
+            for name, probs in probabilities.items():
+                preds = probs.argmax(axis=1)
+                live.log_sklearn_plot("confusion_matrix", [classes[i] for i in labels],
+                                      [classes[i] for i in preds], name=f"confusion/{name}.json")
+                live.log_sklearn_plot("roc", *roc_inputs(labels, probs), name=f"roc/{name}.json")
+        write_csv(tmp / "artifacts.csv", [
+            {"artifact": name, "accuracy": r["test"]["accuracy"], "auc": r["test"]["auc"],
+             "size_kb": r["size_bytes"] / 1024, "latency_ms": r["latency_ms"]["p50"],
+             "params": r["params"], "macs": r["macs"]} for name, r in results.items()])
+        write_csv(tmp / "predictions.csv", [
+            {"artifact": name, "index": i, "label": int(labels[i]), "predicted": int(probs[i].argmax()),
+             **{f"p_{c}": float(probs[i, k]) for k, c in enumerate(classes)}}
+            for name, probs in probabilities.items() for i in range(len(labels))])
+
+
+def roc_inputs(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary: positive-class scores. More classes: micro-averaged one-vs-rest (every class, pooled)."""
+    if probs.shape[1] == 2:
+        return labels, probs[:, 1]
+    onehot = np.eye(probs.shape[1], dtype=int)[labels]
+    return onehot.ravel(), probs.ravel()
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
