@@ -13,7 +13,7 @@ from torch import nn
 from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
 from lib.metrics import agreement, classification_metrics
-from lib.models import ModelSpec, build
+from lib.models import ModelSpec, build_from_spec
 from lib.runtimes import predict
 from lib.training import (DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
                           resolve_device, seed_everything)
@@ -34,7 +34,7 @@ class Context:
         return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"])
 
     def build(self, arch: str) -> nn.Module:
-        return build(arch, self.num_classes, self.meta["channels"], self.meta["image_size"])
+        return build_from_spec(self.spec(arch))
 
     def example_input(self) -> torch.Tensor:
         size = self.meta["image_size"]
