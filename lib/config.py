@@ -81,6 +81,7 @@ class ExportConfig:
 class QuantizeConfig:
     calibration_samples: int = field(metadata=between(1, 100_000))
     int8_io: bool
+    per_channel: bool
 
 
 @dataclass(frozen=True)

@@ -47,24 +47,31 @@ def to_tflite(onnx_path: str | Path, path: str | Path) -> None:
         shutil.move(out / "model_float32.tflite", path)
 
 
-def quantize_tflite(onnx_path: str | Path, calibration: np.ndarray, mean: list[float], std: list[float],
-                    dynamic_path: str | Path, int8_path: str | Path, int8_io: bool) -> None:
-    """Dynamic-range (int8 weights) and full-integer (int8 weights and activations) TFLite models.
+def quantize_dynamic_range(onnx_path: str | Path, path: str | Path) -> None:
+    """int8 weights, float activations: no calibration data needed."""
+    with tempfile.TemporaryDirectory() as work:
+        out = _onnx2tf(Path(onnx_path), Path(work), output_dynamic_range_quantized_tflite=True)
+        shutil.move(out / "model_dynamic_range_quant.tflite", path)
+
+
+def quantize_int8(onnx_path: str | Path, calibration: np.ndarray, mean: list[float], std: list[float],
+                  path: str | Path, int8_io: bool, per_channel: bool) -> None:
+    """Full-integer model: int8 weights and activations, activation ranges calibrated on `calibration`.
 
     `calibration`: float32 NHWC images in [0, 1] from the training split; onnx2tf normalises them with
-    `mean`/`std` exactly as training did. The int16-activation variants onnx2tf also writes are dropped:
-    they run far slower on CPU.
+    `mean`/`std` exactly as training did. Per-channel weight scales are more accurate; per-tensor ones
+    make a smaller file (TFLite stores a float scale and an int64 zero point per channel). The
+    int16-activation variants onnx2tf also writes are dropped: they run far slower on CPU.
     """
     shape = (1, 1, 1, len(mean))
     with tempfile.TemporaryDirectory() as work:
         calib_file = Path(work) / "calibration.npy"
         np.save(calib_file, calibration.astype(np.float32))
         out = _onnx2tf(
-            Path(onnx_path), Path(work),
-            output_dynamic_range_quantized_tflite=True, output_integer_quantized_tflite=True,
+            Path(onnx_path), Path(work), output_integer_quantized_tflite=True,
+            quant_type="per-channel" if per_channel else "per-tensor",
             custom_input_op_name_np_data_path=[[INPUT_NAME, str(calib_file),
                                                 np.reshape(mean, shape), np.reshape(std, shape)]],
             input_quant_dtype="int8", output_quant_dtype="int8")
-        int8_name = "model_full_integer_quant.tflite" if int8_io else "model_integer_quant.tflite"
-        shutil.move(out / "model_dynamic_range_quant.tflite", dynamic_path)
-        shutil.move(out / int8_name, int8_path)
+        name = "model_full_integer_quant.tflite" if int8_io else "model_integer_quant.tflite"
+        shutil.move(out / name, path)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from lib.experiment import setup
-from lib.export import quantize_tflite
+from lib.export import quantize_dynamic_range, quantize_int8
 from lib.io import atomic_path, write_json
 from lib.metrics import agreement, auc_score, accuracy_from_probs
 from lib.runtimes import predict
@@ -31,10 +31,12 @@ def main() -> None:
 
     images, labels = ctx.splits["test"]
     reference = predict(args.float, images, ctx.meta)
-    report = {"calibration_samples": len(picked), "int8_io": cfg.int8_io,
+    report = {"calibration_samples": len(picked), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
               "float32": {"size_bytes": os.path.getsize(args.float)}}
     with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8:
-        quantize_tflite(args.onnx, calibration, ctx.meta["mean"], ctx.meta["std"], dynamic, int8, cfg.int8_io)
+        quantize_dynamic_range(args.onnx, dynamic)
+        quantize_int8(args.onnx, calibration, ctx.meta["mean"], ctx.meta["std"], int8, cfg.int8_io,
+                      cfg.per_channel)
         for name, path in (("dynamic_range", dynamic), ("int8", int8)):
             probs = predict(path, images, ctx.meta)
             report[name] = {"size_bytes": os.path.getsize(path),
