@@ -20,7 +20,8 @@ def _ci(value: float, ci: list[float] | None) -> str:
 
 
 def results_table(bench: dict) -> str:
-    artifacts = [k for k, v in bench.items() if isinstance(v, dict) and "latency_ms" in v]
+    artifacts = sorted((k for k, v in bench.items() if isinstance(v, dict) and "latency_ms" in v),
+                       key=lambda k: -bench[k]["size_bytes"])  # largest first: the order of compression
     classes = list(bench[artifacts[0]]["test"]["per_class"])
     header = ["artifact", "accuracy [95% CI]", "AUC [95% CI]", "macro F1",
               *[f"sensitivity {c}" for c in classes], "ECE", "size (KiB)", "params", "MMACs",
