@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-repro: setup          ## set up, then run the default pipeline (about 25 min on 2 CPU cores)
+repro: setup          ## set up, then run the default pipeline (about 21 min on 2 CPU cores)
 	dvc repro
 	dvc metrics show
 
