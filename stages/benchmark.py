@@ -97,13 +97,10 @@ def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarra
                 live.log_sklearn_plot("confusion_matrix", [classes[i] for i in labels],
                                       [classes[i] for i in preds], name=f"confusion/{name}.json")
                 live.log_sklearn_plot("roc", *roc_inputs(labels, probs), name=f"roc/{name}.json")
-        rows = {name: {"artifact": name, "accuracy": r["test"]["accuracy"], "auc": r["test"]["auc"],
-                       "size_kb": r["size_bytes"] / 1024, "latency_ms": r["latency_ms"]["p50"],
-                       "params": r["params"], "macs": r["macs"]} for name, r in results.items()}
-        write_csv(tmp / "artifacts.csv", list(rows.values()))
-        (tmp / "tradeoff").mkdir()
-        for name, row in rows.items():  # one file per artifact: `dvc plots` names each point by its file
-            write_csv(tmp / "tradeoff" / f"{name}.csv", [row])
+        write_csv(tmp / "artifacts.csv", [
+            {"artifact": name, "accuracy": r["test"]["accuracy"], "auc": r["test"]["auc"],
+             "size_kb": r["size_bytes"] / 1024, "latency_ms": r["latency_ms"]["p50"],
+             "params": r["params"], "macs": r["macs"]} for name, r in results.items()])
         write_csv(tmp / "predictions.csv", [
             {"artifact": name, "index": i, "label": int(labels[i]), "predicted": int(probs[i].argmax()),
              **{f"p_{c}": float(probs[i, k]) for k, c in enumerate(classes)}}

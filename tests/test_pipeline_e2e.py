@@ -61,6 +61,7 @@ def project(tmp_path_factory) -> Path:
     run(["git", "config", "user.name", "ci"], repo)
     run(["dvc", "init", "-q"], repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # the project's plot templates
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny project"], repo)  # dvclive needs a first commit
     run(["dvc", "repro"], repo)
@@ -127,8 +128,9 @@ def test_metrics_and_plots_are_readable_by_dvc(project):
     run(["dvc", "plots", "show", "--out", "dvc_plots"], project)
     page = (project / "dvc_plots/index.html").read_text()
     for title in ("ROC curves of every artifact", "Confusion matrix, teacher", "Accuracy vs size on disk",
-                  "Training loss"):
+                  "Accuracy vs batch-1 latency", "Training loss"):
         assert title in page
+    assert '"type": "log"' in page  # the trade-off plots use the project's log-scale template
 
 
 def test_int8_model_computes_in_int8(project):
