@@ -43,7 +43,8 @@ def main() -> None:
     cfg, seed, classes = ctx.params.benchmark, ctx.params.seed, ctx.meta["classes"]
     images, labels = ctx.splits["test"]
     sample = normalize(images[:cfg.throughput_batch], ctx.meta)
-    all_cores = bench.machine()["cpu_count"]
+    machine = bench.machine()
+    all_cores = machine["cpu_count"]
     ops = {}
     results, probabilities = {}, {}
     for name, (path, source) in artifacts(Path(args.models)).items():
@@ -69,7 +70,7 @@ def main() -> None:
     report = {**results,
               "baseline_majority_class": {"class": classes[majority],
                                           "test": {"accuracy": float((labels == majority).mean())}},
-              "machine": bench.machine(), "test_images": len(labels), "seed": seed}
+              "machine": machine, "test_images": len(labels), "seed": seed}
     write_plots(Path(args.plots), results, probabilities, labels, classes)
     write_json(args.metrics, report)
 

@@ -31,16 +31,17 @@ def main() -> None:
 
     images, labels = ctx.splits["test"]
     reference = predict(args.float, images, ctx.meta)
+    float_size = os.path.getsize(args.float)
     report = {"calibration_samples": len(picked), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
-              "float32": {"size_bytes": os.path.getsize(args.float)}}
+              "float32": {"size_bytes": float_size}}
     with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8:
         quantize_dynamic_range(args.onnx, dynamic)
         quantize_int8(args.onnx, calibration, ctx.meta["mean"], ctx.meta["std"], int8, cfg.int8_io,
                       cfg.per_channel)
         for name, path in (("dynamic_range", dynamic), ("int8", int8)):
             probs = predict(path, images, ctx.meta)
-            report[name] = {"size_bytes": os.path.getsize(path),
-                            "size_vs_float32": round(os.path.getsize(path) / os.path.getsize(args.float), 6),
+            size = os.path.getsize(path)
+            report[name] = {"size_bytes": size, "size_vs_float32": round(size / float_size, 6),
                             "test": {"accuracy": accuracy_from_probs(labels, probs),
                                      "auc": auc_score(labels, probs)},
                             "agreement_vs_float32": agreement(reference, probs)}
