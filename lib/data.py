@@ -128,12 +128,12 @@ def _read_split(by_class: dict[str, Path], classes: list[str], size: int) -> tup
         if not files:
             raise ValueError(f"class folder {by_class[name]} holds no images "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}); every class needs at least one")
-        images += [_read_image(f, size) for f in files]
+        images += [read_image(f, size) for f in files]
         labels += [label] * len(files)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
+def read_image(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float scans: rescale, don't clip
