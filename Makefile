@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test report clean-venv
+SEEDS ?= 43 44
+
+.PHONY: setup repro test report exps seeds compare clean-venv
 
 setup: $(VENV)/.installed
 
@@ -13,15 +15,25 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-repro: setup          ## set up, then run the default pipeline (about 21 min on 2 CPU cores)
+repro: setup          ## set up, then run the default pipeline and print the results table
 	dvc repro
-	dvc metrics show
+	python -m lib.report
 
 test: setup           ## set up, then run the unit and end-to-end tests
 	python -m pytest tests
 
 report: setup         ## rewrite the README's results table from metrics/
 	python -m lib.report README.md
+
+exps: setup           ## the experiments table, narrow enough for a terminal: headline figures and changed params
+	python -m lib.report --experiments
+
+seeds: setup          ## queue the pipeline once per seed in SEEDS and run the queue (one at a time)
+	for s in $(SEEDS); do dvc exp run --queue -S seed=$$s; done
+	dvc exp run --run-all
+
+compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar within runs
+	python -m lib.compare --md results/compare.md --plot results/compare.png --json results/compare.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -75,3 +75,30 @@ def quantize_int8(onnx_path: str | Path, calibration: np.ndarray, mean: list[flo
             input_quant_dtype="int8", output_quant_dtype="int8")
         name = "model_full_integer_quant.tflite" if int8_io else "model_integer_quant.tflite"
         shutil.move(out / name, path)
+
+
+def quantize_onnx_int8(onnx_path: str | Path, calibration: np.ndarray, mean: list[float], std: list[float],
+                       path: str | Path, per_channel: bool) -> None:
+    """ONNX Runtime static INT8 (QDQ format): the deployment artifact for users who run ORT, not TFLite.
+
+    Calibrated on the same images as the TFLite INT8 model (`calibration`: float32 NHWC in [0, 1]),
+    normalised as in training. The graph is first pre-processed (shape inference, constant folding) as
+    ONNX Runtime's quantization guide asks.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+
+    nchw = ((calibration - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 3, 1, 2)
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{INPUT_NAME: np.ascontiguousarray(image[None])} for image in nchw])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(str(prepared), str(path), Images(), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)

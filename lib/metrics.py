@@ -65,6 +65,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
                                    labels=list(range(len(classes))), zero_division=0)),
         "ece": expected_calibration_error(labels, probs),
         "per_class": per_class_rates(labels, preds, classes),
+        "predicted_counts": {name: int((preds == i).sum()) for i, name in enumerate(classes)},
     }
 
 

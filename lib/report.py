@@ -1,18 +1,26 @@
-"""Render the results table of `metrics/benchmark.json` into the README, between two markers.
+"""The results table of `metrics/benchmark.json`: printed after a run, or written into the README.
 
-    python -m lib.report README.md
+    python -m lib.report                 # print the table (what `make repro` ends with)
+    python -m lib.report README.md       # rewrite the README's table between its two markers
+    python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
-The table is generated from the committed metrics, never typed by hand.
+The table is generated from the metrics of a real run, never typed by hand.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import subprocess
 from pathlib import Path
 
 from lib.io import read_json
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. These
+# patterns keep the figures a person compares first, plus whatever params differ between experiments.
+EXPERIMENT_COLUMNS = r"^(teacher_torch|student_torch|pruned_torch|int8_tflite)\.acc$|^int8_tflite\.(auc|kb|ms|x_faster)$"
+HIDDEN_COLUMNS = r"^Created$|^(lib|stages|data|models)/|^params\.yaml$"
 
 
 def _ci(value: float, ci: list[float] | None) -> str:
@@ -44,6 +52,7 @@ def results_table(bench: dict) -> str:
     lines += ["", f"Always answering “{base['class']}” scores {base['test']['accuracy']:.3f} accuracy on the "
               f"same {bench['test_images']} test images. Timings: {machine['cpu']}, {machine['cpu_count']} cores; "
               "“faster ×” compares with the teacher's fastest runtime at the same thread count."]
+    lines += [f"\n**Warning:** {message}" for message in bench.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -56,6 +65,23 @@ def update_readme(readme: Path, bench: dict) -> None:
     readme.write_text(f"{head}{START}\n{results_table(bench)}\n{END}{tail}")
 
 
+def show_experiments() -> None:
+    subprocess.run(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", HIDDEN_COLUMNS,
+                    "--keep", EXPERIMENT_COLUMNS], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("readme", nargs="?", type=Path, help="rewrite this file's results table")
+    parser.add_argument("--experiments", action="store_true", help="print the narrowed `dvc exp show`")
+    args = parser.parse_args()
+    if args.experiments:
+        show_experiments()
+    elif args.readme:
+        update_readme(args.readme, read_json("metrics/benchmark.json"))
+    else:
+        print(results_table(read_json("metrics/benchmark.json")))
+
+
 if __name__ == "__main__":
-    update_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"),
-                  read_json("metrics/benchmark.json"))
+    main()

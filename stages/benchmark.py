@@ -5,8 +5,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_curve
+from tqdm import tqdm
 
-from lib import bench
+from lib import bench, checks
 from lib.data import normalize
 from lib.experiment import setup
 from lib.io import atomic_path, write_json
@@ -28,7 +30,12 @@ def artifacts(models_dir: Path) -> dict[str, tuple[Path, str]]:
         "float32_tflite": (m / "student_float32.tflite", "student_pruned.pt"),
         "dynamic_tflite": (m / "student_dynamic.tflite", "student_pruned.pt"),
         "int8_tflite": (m / "student_int8.tflite", "student_pruned.pt"),
+        "int8_onnx": (m / "student_int8.onnx", "student_pruned.pt"),
     }
+
+
+DEPLOYED = "int8_tflite"  # the artifact an edge device runs: one point per experiment in `dvc plots diff`
+INT8_SOURCES = {"int8_tflite": "float32_tflite", "int8_onnx": "pruned_onnx"}  # INT8 model → its float model
 
 
 def main() -> None:
@@ -36,6 +43,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/processed")
     parser.add_argument("--models", default="models")
     parser.add_argument("--metrics", default="metrics/benchmark.json")
+    parser.add_argument("--headline", default="metrics/headline.json")
     parser.add_argument("--plots", default="plots/benchmark")
     args = parser.parse_args()
 
@@ -47,10 +55,9 @@ def main() -> None:
     all_cores = machine["cpu_count"]
     ops = {}
     results, probabilities = {}, {}
-    for name, (path, source) in artifacts(Path(args.models)).items():
+    for name, (path, source) in tqdm(artifacts(Path(args.models)).items(), desc="benchmark", disable=None):
         if source not in ops:
             ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
-        print(f"benchmark {name} ({path})", flush=True)
         probs = predict(path, images, ctx.meta)
         probabilities[name] = probs
         test = classification_metrics(labels, probs, classes)
@@ -67,12 +74,38 @@ def main() -> None:
         }
     add_ratios_to_teacher(results)
     majority = int(np.bincount(ctx.splits["train"][1]).argmax())
+    majority_accuracy = float((labels == majority).mean())
     report = {**results,
-              "baseline_majority_class": {"class": classes[majority],
-                                          "test": {"accuracy": float((labels == majority).mean())}},
-              "machine": machine, "test_images": len(labels), "seed": seed}
+              "baseline_majority_class": {"class": classes[majority], "test": {"accuracy": majority_accuracy}},
+              "machine": machine, "test_images": len(labels), "seed": seed,
+              "warnings": checks.announce(sanity_warnings(results, majority_accuracy))}
     write_plots(Path(args.plots), results, probabilities, labels, classes)
     write_json(args.metrics, report)
+    write_json(args.headline, headline(results))
+
+
+def sanity_warnings(results: dict, majority_accuracy: float) -> list[str]:
+    """Artifacts that collapsed, are no better than the majority class, or lost AUC in INT8."""
+    warnings = []
+    for name, result in results.items():
+        result["beats_majority_class"] = result["test"]["accuracy"] > majority_accuracy
+        warnings += checks.single_class_warnings(name, {"test": result["test"]})
+        warnings += checks.majority_warning(name, result["test"]["accuracy"], majority_accuracy)
+    for int8, float32 in INT8_SOURCES.items():
+        warnings += checks.int8_auc_warning(int8, results[int8]["test"]["auc"], results[float32]["test"]["auc"])
+    return warnings
+
+
+def headline(results: dict) -> dict:
+    """The few figures per artifact that `dvc exp show` and `dvc metrics diff` show by default.
+
+    Short keys keep the experiments table narrow; every figure is in `benchmark.json` at full detail.
+    """
+    return {name: {"acc": r["test"]["accuracy"], "auc": r["test"]["auc"], "f1": r["test"]["f1_macro"],
+                   "kb": round(r["size_bytes"] / 1024, 1), "mmacs": round(r["macs"] / 1e6, 2),
+                   "ms": round(r["latency_ms"]["p50"], 4), "x_smaller": round(r["vs_teacher"]["smaller_x"], 2),
+                   "x_faster": round(r["vs_teacher"]["faster_x"], 2)}
+            for name, r in results.items()}
 
 
 def add_ratios_to_teacher(results: dict) -> None:
@@ -88,7 +121,8 @@ def add_ratios_to_teacher(results: dict) -> None:
 
 
 def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarray, classes: list[str]) -> None:
-    """ROC and confusion data (dvclive), the per-artifact table and every test prediction, as one folder."""
+    """Confusion data (dvclive), ROC curves, the per-artifact table, the deployed model's point and every
+    test prediction, as one folder."""
     from dvclive import Live
 
     with atomic_path(out) as tmp:
@@ -97,11 +131,15 @@ def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarra
                 preds = probs.argmax(axis=1)
                 live.log_sklearn_plot("confusion_matrix", [classes[i] for i in labels],
                                       [classes[i] for i in preds], name=f"confusion/{name}.json")
-                live.log_sklearn_plot("roc", *roc_inputs(labels, probs), name=f"roc/{name}.json")
-        write_csv(tmp / "artifacts.csv", [
-            {"artifact": name, "accuracy": r["test"]["accuracy"], "auc": r["test"]["auc"],
-             "size_kb": r["size_bytes"] / 1024, "latency_ms": r["latency_ms"]["p50"],
-             "params": r["params"], "macs": r["macs"]} for name, r in results.items()])
+        write_csv(tmp / "roc.csv", [
+            {"artifact": name, "step": step, "fpr": fpr, "tpr": tpr}
+            for name, probs in probabilities.items()
+            for step, (fpr, tpr) in enumerate(zip(*roc_curve(*roc_inputs(labels, probs))[:2]))])
+        rows = [{"artifact": name, "format": name.rsplit("_", 1)[-1], "accuracy": r["test"]["accuracy"],
+                 "auc": r["test"]["auc"], "size_kb": r["size_bytes"] / 1024, "latency_ms": r["latency_ms"]["p50"],
+                 "params": r["params"], "macs": r["macs"]} for name, r in results.items()]
+        write_csv(tmp / "artifacts.csv", rows)
+        write_csv(tmp / "deployed.csv", [row for row in rows if row["artifact"] == DEPLOYED])
         write_csv(tmp / "predictions.csv", [
             {"artifact": name, "index": i, "label": int(labels[i]), "predicted": int(probs[i].argmax()),
              **{f"p_{c}": float(probs[i, k]) for k, c in enumerate(classes)}}

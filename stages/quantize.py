@@ -1,12 +1,14 @@
-"""quantize: post-training dynamic-range and full-INT8 TFLite models, calibrated on training images."""
+"""quantize: post-training dynamic-range and full-INT8 TFLite models, and an ONNX Runtime INT8 model,
+calibrated on the same training images."""
 
 import argparse
 import os
 
 import numpy as np
 
+from lib import checks
 from lib.experiment import setup
-from lib.export import quantize_dynamic_range, quantize_int8
+from lib.export import quantize_dynamic_range, quantize_int8, quantize_onnx_int8
 from lib.io import atomic_path, write_json
 from lib.metrics import agreement, auc_score, accuracy_from_probs
 from lib.runtimes import predict
@@ -19,6 +21,7 @@ def main() -> None:
     parser.add_argument("--float", default="models/student_float32.tflite")
     parser.add_argument("--dynamic", default="models/student_dynamic.tflite")
     parser.add_argument("--int8", default="models/student_int8.tflite")
+    parser.add_argument("--int8-onnx", default="models/student_int8.onnx")
     parser.add_argument("--metrics", default="metrics/quantize.json")
     args = parser.parse_args()
 
@@ -30,24 +33,32 @@ def main() -> None:
     calibration = train_images[np.sort(picked)].astype(np.float32) / 255.0
 
     images, labels = ctx.splits["test"]
-    reference = predict(args.float, images, ctx.meta)
+    references = {"tflite": predict(args.float, images, ctx.meta), "onnx": predict(args.onnx, images, ctx.meta)}
     float_size = os.path.getsize(args.float)
     report = {"calibration_samples": len(picked), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
-              "float32": {"size_bytes": float_size}}
-    with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8:
+              "float32": {"size_bytes": float_size, "test": split_figures(labels, references["tflite"])}}
+    mean, std = ctx.meta["mean"], ctx.meta["std"]
+    with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8, \
+            atomic_path(args.int8_onnx) as int8_onnx:
         quantize_dynamic_range(args.onnx, dynamic)
-        quantize_int8(args.onnx, calibration, ctx.meta["mean"], ctx.meta["std"], int8, cfg.int8_io,
-                      cfg.per_channel)
-        for name, path in (("dynamic_range", dynamic), ("int8", int8)):
+        quantize_int8(args.onnx, calibration, mean, std, int8, cfg.int8_io, cfg.per_channel)
+        quantize_onnx_int8(args.onnx, calibration, mean, std, int8_onnx, cfg.per_channel)
+        for name, path, reference in (("dynamic_range", dynamic, "tflite"), ("int8", int8, "tflite"),
+                                      ("int8_onnx", int8_onnx, "onnx")):
             probs = predict(path, images, ctx.meta)
             size = os.path.getsize(path)
             report[name] = {"size_bytes": size, "size_vs_float32": round(size / float_size, 6),
-                            "test": {"accuracy": accuracy_from_probs(labels, probs),
-                                     "auc": auc_score(labels, probs)},
-                            "agreement_vs_float32": agreement(reference, probs)}
-    report["float32"]["test"] = {"accuracy": accuracy_from_probs(labels, reference),
-                                 "auc": auc_score(labels, reference)}
+                            "test": split_figures(labels, probs),
+                            f"agreement_vs_float32_{reference}": agreement(references[reference], probs)}
+    report["warnings"] = checks.announce(
+        checks.int8_auc_warning("INT8 TFLite", report["int8"]["test"]["auc"], report["float32"]["test"]["auc"])
+        + checks.int8_auc_warning("INT8 ONNX", report["int8_onnx"]["test"]["auc"],
+                                  split_figures(labels, references["onnx"])["auc"]))
     write_json(args.metrics, report)
+
+
+def split_figures(labels: np.ndarray, probs: np.ndarray) -> dict:
+    return {"accuracy": accuracy_from_probs(labels, probs), "auc": auc_score(labels, probs)}
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def test_binary_metrics_by_hand():
         "neg": {"sensitivity": pytest.approx(0.75), "specificity": pytest.approx(0.5)},
         "pos": {"sensitivity": pytest.approx(0.5), "specificity": pytest.approx(0.75)},
     }
-    assert set(m) == {"accuracy", "balanced_accuracy", "auc", "f1_macro", "ece", "per_class"}
+    assert set(m) == {"accuracy", "balanced_accuracy", "auc", "f1_macro", "ece", "per_class", "predicted_counts"}
+    assert m["predicted_counts"] == {"neg": 4, "pos": 2}
 
 
 def test_three_class_metrics_by_hand():
