@@ -461,7 +461,7 @@ class ImageDataset(Dataset):
     """uint8 NHWC arrays → normalised CHW float tensors, with optional light augmentation."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, meta: dict, augment: bool):
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view: no copy
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view: no copy, memory-mapped stays so
         self.labels = torch.from_numpy(labels)
         steps = [v2.ToDtype(torch.float32, scale=True)]
         if augment:
