@@ -37,9 +37,14 @@ class DatasetConfig:
         if self.source == "medmnist" and not self.name:
             raise ValueError("dataset.name is required when dataset.source is 'medmnist' "
                              "(e.g. name: pneumoniamnist)")
+        holds = {"medmnist": "the MedMNIST .npz files", "imagefolder": "the train/ and val/ folders",
+                 "arrays": "X_train.npy, y_train.npy, X_val.npy and y_val.npy"}[self.source]
+        if Path(self.root).is_file():
+            raise ValueError(f"dataset.root: {self.root!r} is a file; point it at the folder that holds "
+                             f"{holds} (e.g. {str(Path(self.root).parent)!r})")
         if self.source != "medmnist" and not Path(self.root).is_dir():
             raise ValueError(f"dataset.root: folder {self.root!r} does not exist; "
-                             f"point it at your {self.source} data set")
+                             f"point it at the folder that holds {holds}")
 
 
 @dataclass(frozen=True)

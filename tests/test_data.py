@@ -1,6 +1,10 @@
-"""lib.data: every source → RawDataset, the processed format round trip, and the torch data pipeline."""
+"""lib.data: every source → the processed format (memory-mapped .npy files), and the torch data pipeline."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import warnings
 
 import numpy as np
 import pytest
@@ -8,9 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import RAW_DIR, make_imagefolder, save_png
+from lib import data
 from lib.config import DatasetConfig
-from lib.data import (ImageDataset, RawDataset, load_meta, load_source, load_split, make_loader,
-                      write_processed)
+from lib.data import (SPLITS, ImageDataset, RawDataset, SourceSplit, load_meta, load_source, load_split,
+                      make_loader, normalize, write_processed)
+from lib.errors import UserError
 
 
 def folder_cfg(root, image_size=12, test_fraction=0.2) -> DatasetConfig:
@@ -23,6 +29,12 @@ def arrays_cfg(root, image_size=8, test_fraction=0.25) -> DatasetConfig:
                          test_fraction=test_fraction)
 
 
+def prepare(cfg: DatasetConfig, out, seed: int = 0) -> tuple[dict, dict]:
+    """What the prepare_data stage does: the source written to `out`; returns meta and every split loaded."""
+    meta = write_processed(load_source(cfg, seed), cfg, out)
+    return meta, {split: load_split(out, split) for split in SPLITS}
+
+
 def assert_labels_match_intensity(x: np.ndarray, y: np.ndarray) -> None:
     """With `class_image` data, class 0 images are dark and class 1 images bright."""
     means = x.reshape(len(x), -1).mean(axis=1)
@@ -33,12 +45,12 @@ def assert_labels_match_intensity(x: np.ndarray, y: np.ndarray) -> None:
 
 def test_imagefolder_split_first_layout(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 4, "val": 2, "test": 3}, classes=("cat", "ant"))
-    raw = load_source(folder_cfg(root), seed=0)
-    assert raw.classes == ["ant", "cat"]  # sorted folder names
-    assert raw.test_split == "provided by the source"
-    assert set(raw.splits) == {"train", "val", "test"}
+    meta, splits = prepare(folder_cfg(root), tmp_path / "p")
+    assert meta["classes"] == ["ant", "cat"]  # sorted folder names
+    assert meta["test_split"] == "provided by the source"
+    assert meta["skipped_files"] == {"train": 0, "val": 0, "test": 0} and "name" not in meta
     for split, n in {"train": 4, "val": 2, "test": 3}.items():
-        x, y = raw.splits[split]
+        x, y = splits[split]
         assert x.shape == (2 * n, 12, 12, 1) and x.dtype == np.uint8
         assert y.dtype == np.int64 and np.bincount(y).tolist() == [n, n]
         assert_labels_match_intensity(x, y)
@@ -46,55 +58,72 @@ def test_imagefolder_split_first_layout(tmp_path):
 
 def test_imagefolder_pixels_are_read_unchanged(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
-    raw = load_source(folder_cfg(root), seed=0)
+    _, splits = prepare(folder_cfg(root), tmp_path / "p")
     expected = np.asarray(Image.open(root / "train" / "ant" / "img00.png"))
-    np.testing.assert_array_equal(raw.splits["train"][0][0, ..., 0], expected)
+    np.testing.assert_array_equal(splits["train"][0][0, ..., 0], expected)
 
 
 def test_imagefolder_class_first_layout(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 5, "val": 2}, classes=("zebra", "yak"),
                             layout="class")
-    raw = load_source(folder_cfg(root, test_fraction=0.2), seed=0)
-    assert raw.classes == ["yak", "zebra"]
-    assert raw.splits["val"][0].shape == (4, 12, 12, 1)
-    assert len(raw.splits["train"][1]) + len(raw.splits["test"][1]) == 10
+    meta, splits = prepare(folder_cfg(root, test_fraction=0.2), tmp_path / "p")
+    assert meta["classes"] == ["yak", "zebra"]
+    assert splits["val"][0].shape == (4, 12, 12, 1)
+    assert len(splits["train"][1]) + len(splits["test"][1]) == 10
     for split in ("train", "val", "test"):
-        assert_labels_match_intensity(*raw.splits[split])
+        assert_labels_match_intensity(*splits[split])
 
 
 def test_grayscale_png_gives_one_channel_rgb_gives_three(tmp_path):
     gray = make_imagefolder(tmp_path / "gray", {"train": 2, "val": 1, "test": 1}, rgb=False)
     rgb = make_imagefolder(tmp_path / "rgb", {"train": 2, "val": 1, "test": 1}, rgb=True)
-    assert load_source(folder_cfg(gray), 0).splits["train"][0].shape[-1] == 1
-    raw_rgb = load_source(folder_cfg(rgb), 0)
-    assert all(x.shape[-1] == 3 for x, _ in raw_rgb.splits.values())
+    gray_meta, gray_splits = prepare(folder_cfg(gray), tmp_path / "p_gray")
+    assert gray_meta["channels"] == 1 and gray_splits["train"][0].shape[-1] == 1
+    rgb_meta, rgb_splits = prepare(folder_cfg(rgb), tmp_path / "p_rgb")
+    assert rgb_meta["channels"] == 3 and all(x.shape[-1] == 3 for x, _ in rgb_splits.values())
     expected = np.asarray(Image.open(rgb / "val" / "cat" / "img00.png"))
-    np.testing.assert_array_equal(raw_rgb.splits["val"][0][1], expected)
+    np.testing.assert_array_equal(rgb_splits["val"][0][1], expected)
+
+
+def test_one_colour_image_in_a_later_split_makes_every_split_rgb(tmp_path, monkeypatch):
+    """Gray images written before the first colour one are widened to three equal channels."""
+    monkeypatch.setattr(data, "CHUNK_BYTES", 1)  # one image per chunk: the widening happens mid-split
+    root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 2, "test": 1})
+    colour = np.zeros((12, 12, 3), np.uint8)
+    colour[..., 0] = 200
+    save_png(root / "val" / "cat" / "img01.png", colour)
+    meta, splits = prepare(folder_cfg(root), tmp_path / "p")
+    assert meta["channels"] == 3
+    for x, _ in splits.values():
+        assert x.shape[-1] == 3
+    first_gray = np.asarray(Image.open(root / "train" / "ant" / "img00.png"))
+    np.testing.assert_array_equal(splits["train"][0][0], np.repeat(first_gray[..., None], 3, axis=-1))
+    np.testing.assert_array_equal(splits["val"][0][3], colour)  # val: ant/img00, ant/img01, cat/img00, cat/img01
 
 
 def test_images_are_resized_to_image_size(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1}, size=20)
-    raw = load_source(folder_cfg(root, image_size=8), 0)
-    for x, _ in raw.splits.values():
+    _, splits = prepare(folder_cfg(root, image_size=8), tmp_path / "p")
+    for x, _ in splits.values():
         assert x.shape[1:] == (8, 8, 1)
 
 
 def test_mixed_sizes_are_all_resized(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1}, size=16)
     save_png(root / "train" / "ant" / "big.png", np.full((30, 24), 10, np.uint8))
-    raw = load_source(folder_cfg(root, image_size=10), 0)
-    assert raw.splits["train"][0].shape == (5, 10, 10, 1)
+    _, splits = prepare(folder_cfg(root, image_size=10), tmp_path / "p")
+    assert splits["train"][0].shape == (5, 10, 10, 1)
 
 
 def test_missing_test_split_is_carved_stratified(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 10, "val": 2}, size=8)
-    raw = load_source(folder_cfg(root, image_size=8, test_fraction=0.2), seed=3)
-    x_train, y_train = raw.splits["train"]
-    x_test, y_test = raw.splits["test"]
+    meta, splits = prepare(folder_cfg(root, image_size=8, test_fraction=0.2), tmp_path / "p", seed=3)
+    x_train, y_train = splits["train"]
+    x_test, y_test = splits["test"]
     assert len(y_train) == 16 and len(y_test) == 4
     assert np.bincount(y_test).tolist() == [2, 2]
     assert np.bincount(y_train).tolist() == [8, 8]
-    assert "carved" in raw.test_split and "20%" in raw.test_split and "seed 3" in raw.test_split
+    assert "carved" in meta["test_split"] and "20%" in meta["test_split"] and "seed 3" in meta["test_split"]
     assert_labels_match_intensity(x_test, y_test)
     # no image is in both train and test
     train_rows = {img.tobytes() for img in x_train}
@@ -104,25 +133,46 @@ def test_missing_test_split_is_carved_stratified(tmp_path):
 def test_carved_test_split_is_deterministic_for_a_seed(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 10, "val": 2}, size=8)
     cfg = folder_cfg(root, image_size=8, test_fraction=0.2)
-    first, second = load_source(cfg, seed=7), load_source(cfg, seed=7)
+    (_, first), (_, second) = prepare(cfg, tmp_path / "one", seed=7), prepare(cfg, tmp_path / "two", seed=7)
     for split in ("train", "test"):
-        np.testing.assert_array_equal(first.splits[split][0], second.splits[split][0])
-        np.testing.assert_array_equal(first.splits[split][1], second.splits[split][1])
+        np.testing.assert_array_equal(first[split][0], second[split][0])
+        np.testing.assert_array_equal(first[split][1], second[split][1])
 
 
-def test_corrupt_image_raises_value_error_naming_file(tmp_path):
-    root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
-    (root / "train" / "cat" / "x.png").write_bytes(b"this is not a png at all \x00\x01\x02")
-    with pytest.raises(ValueError, match=r"x\.png"):
+def test_too_few_images_to_carve_a_test_split_raises(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"train": 1, "val": 1})
+    with pytest.raises(UserError, match="test_fraction"):
         load_source(folder_cfg(root), 0)
 
 
-def test_truncated_png_raises_value_error(tmp_path):
+def test_corrupt_image_raises_user_error_naming_file(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
+    (root / "train" / "cat" / "x.png").write_bytes(b"this is not a png at all \x00\x01\x02")
+    with pytest.raises(UserError, match=r"x\.png"):
+        prepare(folder_cfg(root), tmp_path / "p")
+    assert not (tmp_path / "p").exists()  # nothing half-written
+
+
+def test_truncated_png_raises_user_error(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
     good = (root / "val" / "ant" / "img00.png").read_bytes()
     (root / "val" / "ant" / "cut.png").write_bytes(good[: len(good) // 2])
-    with pytest.raises(ValueError, match=r"cut\.png"):
-        load_source(folder_cfg(root), 0)
+    with pytest.raises(UserError, match=r"cut\.png"):
+        prepare(folder_cfg(root), tmp_path / "p")
+
+
+def test_non_image_files_are_skipped_warned_and_counted(tmp_path, capsys):
+    root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
+    (root / "train" / "ant" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "train" / "cat" / "notes.txt").write_text("scanned on the old machine")
+    (root / "test" / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    meta, splits = prepare(folder_cfg(root), tmp_path / "p")
+    assert meta["skipped_files"] == {"train": 2, "val": 0, "test": 1}
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["skipped_files"] == meta["skipped_files"]
+    assert {split: len(y) for split, (_, y) in splits.items()} == {"train": 4, "val": 2, "test": 2}
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "skipped 3" in warning[0]
+    assert "notes.txt" in warning[0] and ".DS_Store" in warning[0]
 
 
 def test_class_missing_from_val_raises(tmp_path):
@@ -130,7 +180,7 @@ def test_class_missing_from_val_raises(tmp_path):
     for f in (root / "val" / "cat").iterdir():
         f.unlink()
     (root / "val" / "cat").rmdir()
-    with pytest.raises(ValueError, match="val") as err:
+    with pytest.raises(UserError, match="val") as err:
         load_source(folder_cfg(root), 0)
     assert "cat" in str(err.value)
 
@@ -138,7 +188,7 @@ def test_class_missing_from_val_raises(tmp_path):
 def test_extra_class_in_test_raises(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
     save_png(root / "test" / "dog" / "a.png", np.zeros((12, 12), np.uint8))
-    with pytest.raises(ValueError, match="dog"):
+    with pytest.raises(UserError, match="dog"):
         load_source(folder_cfg(root), 0)
 
 
@@ -147,7 +197,7 @@ def test_empty_class_folder_raises(tmp_path):
     for split in ("train", "val", "test"):
         (root / split / "bee").mkdir()
     (root / "train" / "bee" / "notes.txt").write_text("not an image")
-    with pytest.raises(ValueError, match="bee"):
+    with pytest.raises(UserError, match="bee"):
         load_source(folder_cfg(root), 0)
 
 
@@ -155,20 +205,27 @@ def test_tree_fitting_neither_layout_raises(tmp_path):
     root = tmp_path / "d"
     save_png(root / "cat" / "a.png", np.zeros((8, 8), np.uint8))
     save_png(root / "ant" / "b.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(UserError, match="neither"):
         load_source(folder_cfg(root), 0)
 
 
 def test_empty_root_raises(tmp_path):
     (tmp_path / "d").mkdir()
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         load_source(folder_cfg(tmp_path / "d"), 0)
+
+
+def test_root_that_is_a_file_raises_at_validation(tmp_path):
+    archive = tmp_path / "images.zip"
+    archive.write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match=r"dataset\.root: .*images\.zip.* is a file; point it at the folder"):
+        folder_cfg(archive)
 
 
 @pytest.mark.parametrize("layout", ["split", "class"])
 def test_missing_val_split_raises(tmp_path, layout):
     root = make_imagefolder(tmp_path / "d", {"train": 3}, layout=layout)
-    with pytest.raises(ValueError, match="val"):
+    with pytest.raises(UserError, match="val"):
         load_source(folder_cfg(root), 0)
 
 
@@ -179,8 +236,8 @@ def test_sixteen_bit_grayscale_png_keeps_its_contrast(tmp_path):
     Image.fromarray(ramp).save(root / "train" / "ant" / "wide.png")
     with Image.open(root / "train" / "ant" / "wide.png") as img:
         assert img.mode.startswith("I")  # really a 16-bit file
-    raw = load_source(folder_cfg(root, image_size=8), 0)
-    x, _ = raw.splits["train"]
+    _, splits = prepare(folder_cfg(root, image_size=8), tmp_path / "p")
+    x, _ = splits["train"]
     loaded = x[2, ..., 0].astype(int).ravel()  # files sort as img00, img01, wide
     assert np.all(np.diff(loaded) >= 0)       # order of intensities preserved
     assert len(np.unique(loaded)) >= 32        # not saturated to a couple of values
@@ -206,12 +263,12 @@ def random_split(rng, n, shape=(8, 8, 1), k=2):
 def test_arrays_nhwc_uint8(tmp_path):
     rng = np.random.default_rng(0)
     splits = {"train": random_split(rng, 8), "val": random_split(rng, 4), "test": random_split(rng, 4)}
-    raw = load_source(arrays_cfg(write_arrays(tmp_path / "a", splits)), 0)
-    assert raw.classes == ["0", "1"] and raw.test_split == "provided by the source"
+    meta, written = prepare(arrays_cfg(write_arrays(tmp_path / "a", splits)), tmp_path / "p")
+    assert meta["classes"] == ["0", "1"] and meta["test_split"] == "provided by the source"
     for name, (x, y) in splits.items():
-        np.testing.assert_array_equal(raw.splits[name][0], x)
-        np.testing.assert_array_equal(raw.splits[name][1], y)
-        assert raw.splits[name][1].dtype == np.int64
+        np.testing.assert_array_equal(written[name][0], x)
+        np.testing.assert_array_equal(written[name][1], y)
+        assert written[name][1].dtype == np.int64
 
 
 def test_arrays_nchw_float_in_unit_range(tmp_path):
@@ -219,21 +276,40 @@ def test_arrays_nchw_float_in_unit_range(tmp_path):
     nhwc = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
     nchw_float = nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     y = np.arange(6) % 2
-    raw = load_source(arrays_cfg(write_arrays(tmp_path / "a", {
-        "train": (nchw_float, y), "val": (nchw_float[:2], y[:2]), "test": (nchw_float[:2], y[:2])})), 0)
-    assert raw.splits["train"][0].shape == (6, 8, 8, 3)
-    assert raw.splits["train"][0].dtype == np.uint8
-    np.testing.assert_array_equal(raw.splits["train"][0], nhwc)
+    _, written = prepare(arrays_cfg(write_arrays(tmp_path / "a", {
+        "train": (nchw_float, y), "val": (nchw_float[:2], y[:2]), "test": (nchw_float[:2], y[:2])})),
+        tmp_path / "p")
+    assert written["train"][0].shape == (6, 8, 8, 3)
+    assert written["train"][0].dtype == np.uint8
+    np.testing.assert_array_equal(written["train"][0], nhwc)
+
+
+def test_arrays_float_in_byte_range_is_rounded(tmp_path):
+    x = np.array([0.0, 1.0, 2.4, 2.6, 254.5, 255.0], np.float64).reshape(6, 1, 1, 1) * np.ones((1, 8, 8, 1))
+    y = np.arange(6) % 2
+    _, written = prepare(arrays_cfg(write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y), "test": (x, y)})),
+                         tmp_path / "p")
+    assert written["val"][0][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 254, 255]  # 1.0 is a byte value here
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -0.5, 300.0])
+def test_arrays_float_out_of_range_raises(tmp_path, bad):
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    x[3, 2, 2, 0] = bad
+    y = np.array([0, 1, 0, 1])
+    root = write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y)})
+    with pytest.raises(UserError, match="finite and in"):
+        load_source(arrays_cfg(root), 0)
 
 
 def test_arrays_grayscale_nhw(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (6, 8, 8), dtype=np.uint8)
     y = np.arange(6) % 2
-    raw = load_source(arrays_cfg(write_arrays(tmp_path / "a", {
-        "train": (x, y), "val": (x[:2], y[:2]), "test": (x[:2], y[:2])})), 0)
-    assert raw.splits["train"][0].shape == (6, 8, 8, 1)
-    np.testing.assert_array_equal(raw.splits["train"][0][..., 0], x)
+    _, written = prepare(arrays_cfg(write_arrays(tmp_path / "a", {
+        "train": (x, y), "val": (x[:2], y[:2]), "test": (x[:2], y[:2])})), tmp_path / "p")
+    assert written["train"][0].shape == (6, 8, 8, 1)
+    np.testing.assert_array_equal(written["train"][0][..., 0], x)
 
 
 @pytest.mark.parametrize("encode", [
@@ -247,8 +323,8 @@ def test_arrays_label_encodings(tmp_path, encode):
     y = np.array([0, 1, 2, 2, 1, 0])
     raw = load_source(arrays_cfg(write_arrays(tmp_path / "a", {
         "train": (x, encode(y)), "val": (x[:3], encode(y[:3])), "test": (x[:3], encode(y[:3]))})), 0)
-    np.testing.assert_array_equal(raw.splits["train"][1], y)
-    assert raw.splits["train"][1].dtype == np.int64
+    np.testing.assert_array_equal(raw.splits["train"].labels, y)
+    assert raw.splits["train"].labels.dtype == np.int64
     assert raw.classes == ["0", "1", "2"]
 
 
@@ -256,7 +332,7 @@ def test_arrays_wrong_image_shape_raises(tmp_path):
     x = np.zeros((4, 5, 5, 7), np.uint8)
     y = np.array([0, 1, 0, 1])
     root = write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y)})
-    with pytest.raises(ValueError, match="X_train"):
+    with pytest.raises(UserError, match="X_train"):
         load_source(arrays_cfg(root), 0)
 
 
@@ -264,14 +340,14 @@ def test_arrays_mismatched_lengths_raise(tmp_path):
     rng = np.random.default_rng(4)
     x, y = random_split(rng, 6)
     root = write_arrays(tmp_path / "a", {"train": (x, y[:5]), "val": (x, y)})
-    with pytest.raises(ValueError, match="6 images.*5 labels"):
+    with pytest.raises(UserError, match="6 images.*5 labels"):
         load_source(arrays_cfg(root), 0)
 
 
 def test_arrays_missing_val_raises(tmp_path):
     rng = np.random.default_rng(5)
     root = write_arrays(tmp_path / "a", {"train": random_split(rng, 8)})
-    with pytest.raises(ValueError, match="X_val"):
+    with pytest.raises(UserError, match="X_val"):
         load_source(arrays_cfg(root), 0)
 
 
@@ -286,56 +362,79 @@ def test_arrays_label_beyond_classes_txt_raises(tmp_path):
     rng = np.random.default_rng(7)
     splits = {"train": random_split(rng, 9, k=3), "val": random_split(rng, 3, k=3)}
     root = write_arrays(tmp_path / "a", splits, ["healthy", "sick"])
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(UserError, match="labels must lie"):
         load_source(arrays_cfg(root, test_fraction=0.34), 0)
 
 
 def test_arrays_are_resized_and_test_carved(tmp_path):
     rng = np.random.default_rng(8)
     splits = {"train": random_split(rng, 8, shape=(16, 16, 3)), "val": random_split(rng, 4, shape=(16, 16, 3))}
-    raw = load_source(arrays_cfg(write_arrays(tmp_path / "a", splits), image_size=8, test_fraction=0.25), 0)
-    assert {name: x.shape for name, (x, _) in raw.splits.items()} == {
+    cfg = arrays_cfg(write_arrays(tmp_path / "a", splits), image_size=8, test_fraction=0.25)
+    meta, written = prepare(cfg, tmp_path / "p")
+    assert {name: x.shape for name, (x, _) in written.items()} == {
         "train": (6, 8, 8, 3), "val": (4, 8, 8, 3), "test": (2, 8, 8, 3)}
-    assert "carved" in raw.test_split
+    assert "carved" in meta["test_split"]
+    assert "name" not in meta and "skipped_files" not in meta
 
 
 # ---------------------------------------------------------------- medmnist
 
 @pytest.fixture(scope="module")
-def pneumonia():
+def pneumonia(tmp_path_factory):
     if not (RAW_DIR / "pneumoniamnist.npz").is_file():
         pytest.skip("data/raw/pneumoniamnist.npz is not present")
     cfg = DatasetConfig(source="medmnist", root=str(RAW_DIR), image_size=28, test_fraction=0.15,
                         name="pneumoniamnist")
-    return load_source(cfg, 42)
+    return prepare(cfg, tmp_path_factory.mktemp("pneumonia") / "processed", seed=42)
 
 
 def test_medmnist_loads_shipped_file(pneumonia):
-    sizes = {name: len(y) for name, (_, y) in pneumonia.splits.items()}
-    assert sizes == {"train": 4708, "val": 524, "test": 624}
-    assert pneumonia.classes == ["normal", "pneumonia"]
-    assert pneumonia.test_split == "provided by the source"
-    x, y = pneumonia.splits["train"]
+    meta, splits = pneumonia
+    assert {name: len(y) for name, (_, y) in splits.items()} == {"train": 4708, "val": 524, "test": 624}
+    assert meta["classes"] == ["normal", "pneumonia"] and meta["name"] == "pneumoniamnist"
+    assert meta["test_split"] == "provided by the source"
+    x, y = splits["train"]
     assert x.shape[1:] == (28, 28, 1) and x.dtype == np.uint8
     assert set(np.unique(y)) == {0, 1}
+
+
+def test_medmnist_statistics_and_hash_match_a_one_shot_computation(pneumonia):
+    """The chunked statistics and hash equal those of the whole arrays held in memory at once."""
+    meta, splits = pneumonia
+    x_train = np.asarray(splits["train"][0], dtype=np.float64) / 255.0
+    assert meta["mean"] == x_train.mean(axis=(0, 1, 2)).round(6).tolist()
+    assert meta["std"] == x_train.std(axis=(0, 1, 2)).round(6).tolist()
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        digest.update(np.asarray(splits[split][0]).tobytes())
+        digest.update(splits[split][1].tobytes())
+    assert meta["sha256"] == digest.hexdigest()
 
 
 def test_medmnist_unknown_name_lists_names():
     cfg = DatasetConfig(source="medmnist", root=str(RAW_DIR), image_size=28, test_fraction=0.15,
                         name="notamnist")
-    with pytest.raises(ValueError, match="notamnist") as err:
+    with pytest.raises(UserError, match="notamnist") as err:
         load_source(cfg, 0)
     assert "pneumoniamnist" in str(err.value) and "pathmnist" in str(err.value)
 
 
 # ---------------------------------------------------------------- processed format
 
+def in_memory(x: np.ndarray, y: np.ndarray) -> SourceSplit:
+    return SourceSplit(y, lambda rows: x[rows])
+
+
 @pytest.fixture
-def small_raw() -> RawDataset:
+def small_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(9)
-    splits = {"train": random_split(rng, 8, shape=(8, 8, 3)), "val": random_split(rng, 4, shape=(8, 8, 3)),
-              "test": random_split(rng, 6, shape=(8, 8, 3))}
-    return RawDataset(splits, ["neg", "pos"], "provided by the source")
+    return {"train": random_split(rng, 8, shape=(8, 8, 3)), "val": random_split(rng, 4, shape=(8, 8, 3)),
+            "test": random_split(rng, 6, shape=(8, 8, 3))}
+
+
+@pytest.fixture
+def small_raw(small_arrays) -> RawDataset:
+    return RawDataset({split: in_memory(x, y) for split, (x, y) in small_arrays.items()}, ["neg", "pos"])
 
 
 @pytest.fixture
@@ -343,7 +442,7 @@ def small_cfg(tmp_path) -> DatasetConfig:
     return arrays_cfg(tmp_path, image_size=8)
 
 
-def test_write_processed_round_trip(tmp_path, small_raw, small_cfg):
+def test_write_processed_round_trip(tmp_path, small_arrays, small_raw, small_cfg):
     out = tmp_path / "processed"
     meta = write_processed(small_raw, small_cfg, out)
     assert load_meta(out) == meta
@@ -351,34 +450,64 @@ def test_write_processed_round_trip(tmp_path, small_raw, small_cfg):
     assert meta["channels"] == 3 and meta["image_size"] == 8
     assert meta["counts"] == {"train": {"neg": 4, "pos": 4}, "val": {"neg": 2, "pos": 2},
                               "test": {"neg": 3, "pos": 3}}
-    x_train = small_raw.splits["train"][0] / 255.0
-    np.testing.assert_allclose(meta["mean"], x_train.mean(axis=(0, 1, 2)), atol=1e-6)
-    np.testing.assert_allclose(meta["std"], x_train.std(axis=(0, 1, 2)), atol=1e-6)
     assert len(meta["sha256"]) == 64 and int(meta["sha256"], 16) >= 0
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         x, y = load_split(out, split)
-        np.testing.assert_array_equal(x, small_raw.splits[split][0])
-        np.testing.assert_array_equal(y, small_raw.splits[split][1])
+        np.testing.assert_array_equal(x, small_arrays[split][0])
+        np.testing.assert_array_equal(y, small_arrays[split][1])
         assert x.dtype == np.uint8 and y.dtype == np.int64
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.npz", "train.npz", "val.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "meta.json", "test_images.npy", "test_labels.npy", "train_images.npy", "train_labels.npy",
+        "val_images.npy", "val_labels.npy"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
 
 
-def test_content_hash_is_stable_and_sensitive(tmp_path, small_raw, small_cfg):
+def test_load_split_memory_maps_images_copy_on_write(tmp_path, small_arrays, small_raw, small_cfg):
+    out = tmp_path / "processed"
+    write_processed(small_raw, small_cfg, out)
+    images, labels = load_split(out, "val")
+    assert isinstance(images, np.memmap) and images.mode == "c" and not isinstance(labels, np.memmap)
+    np.testing.assert_array_equal(images, small_arrays["val"][0])
+    images[0] = 0  # writable in this process only
+    np.testing.assert_array_equal(load_split(out, "val")[0], small_arrays["val"][0])
+
+
+def test_chunked_writing_gives_the_one_shot_statistics_and_hash(tmp_path, monkeypatch, small_arrays,
+                                                               small_raw, small_cfg):
+    monkeypatch.setattr(data, "CHUNK_BYTES", 3 * 8 * 8 * 3)  # three images per chunk, a short last chunk
+    meta = write_processed(small_raw, small_cfg, tmp_path / "processed")
+    x_train = small_arrays["train"][0] / 255.0
+    assert meta["mean"] == x_train.mean(axis=(0, 1, 2)).round(6).tolist()
+    assert meta["std"] == x_train.std(axis=(0, 1, 2)).round(6).tolist()
+    one_shot = hashlib.sha256()
+    for split in SPLITS:
+        x, y = small_arrays[split]
+        one_shot.update(x.tobytes())
+        one_shot.update(y.tobytes())
+    assert meta["sha256"] == one_shot.hexdigest()
+
+
+def test_content_hash_is_stable_and_sensitive(tmp_path, small_arrays, small_raw, small_cfg):
     first = write_processed(small_raw, small_cfg, tmp_path / "one")["sha256"]
     again = write_processed(small_raw, small_cfg, tmp_path / "one")["sha256"]  # overwrite in place
     other_dir = write_processed(small_raw, small_cfg, tmp_path / "two")["sha256"]
     assert first == again == other_dir
-    x, y = small_raw.splits["test"]
+    x, y = small_arrays["test"]
     changed = x.copy()
     changed[0, 0, 0, 0] ^= 1
-    small_raw.splits["test"] = (changed, y)
+    small_raw.splits["test"] = in_memory(changed, y)
     assert write_processed(small_raw, small_cfg, tmp_path / "three")["sha256"] != first
 
 
 def test_load_meta_missing_raises(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="prepare_data"):
         load_meta(tmp_path)
+
+
+def test_load_split_of_an_old_or_missing_folder_raises(tmp_path):
+    np.savez(tmp_path / "train.npz", images=np.zeros((2, 8, 8, 1), np.uint8), labels=np.zeros(2))
+    with pytest.raises(UserError, match=r"train_images\.npy not found.*prepare_data"):
+        load_split(tmp_path, "train")
 
 
 # ---------------------------------------------------------------- torch pipeline
@@ -433,3 +562,17 @@ def test_augment_changes_images_but_keeps_shape():
     augmented = ImageDataset(images, np.zeros(4, dtype=np.int64), meta, augment=True)
     assert augmented[0][0].shape == plain[0][0].shape == (1, 16, 16)
     assert any(not torch.equal(augmented[i][0], plain[i][0]) for i in range(4))
+
+
+def test_memory_mapped_split_feeds_the_loader_and_predict_path_without_warnings(tmp_path, small_arrays,
+                                                                              small_raw, small_cfg):
+    out = tmp_path / "processed"
+    meta = write_processed(small_raw, small_cfg, out)
+    images, labels = load_split(out, "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "The given NumPy array is not writable"
+        xb, yb = next(iter(make_loader(images, labels, meta, batch_size=8)))
+    expected = normalize(small_arrays["train"][0], meta).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(xb.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(normalize(images[2:5], meta), expected[2:5].transpose(0, 2, 3, 1), atol=1e-6)
+    assert torch.equal(yb, torch.from_numpy(small_arrays["train"][1]))
