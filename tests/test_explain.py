@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lib.config import from_dict, Params
+from lib.config import Params, from_dict
 from lib.explain import CELL_INCHES, DPI, Explanation, gradcam, plot_grid, stratified_sample, target_layer
 from lib.models import build
 from lib.runtimes import predict
