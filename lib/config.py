@@ -100,6 +100,11 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
+class ExplainConfig:
+    samples: int = field(metadata=between(1, 64))
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = field(metadata=between(0, 2**32 - 1))
     device: Literal["auto", "cpu", "cuda"]
@@ -112,6 +117,7 @@ class Params:
     export: ExportConfig
     quantize: QuantizeConfig
     benchmark: BenchmarkConfig
+    explain: ExplainConfig
 
     def __post_init__(self) -> None:
         for role in ("teacher", "student"):
