@@ -14,18 +14,25 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx_ir.passes.common import ClearMetadataAndDocStringPass
 from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int) -> None:
-    """Export with a dynamic batch dimension and embedded weights, and check the graph."""
+    """Export with a dynamic batch dimension and embedded weights, and check the graph.
+
+    The exporter annotates every node with the Python stack trace that created it: absolute paths of
+    the Python install and source line numbers. Those are cleared so the same checkpoint gives the same
+    bytes on any machine and checkout, and DVC does not rerun the conversions downstream for nothing.
+    """
     model = model.cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(model, (example_input,), str(path), input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], opset_version=opset, dynamic_shapes=({0: batch},),
-                      external_data=False, dynamo=True, verbose=False)
+    program = torch.onnx.export(model, (example_input,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    ClearMetadataAndDocStringPass()(program.model)
+    program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
 
 

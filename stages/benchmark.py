@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lib import bench
+from lib.cli import run
 from lib.data import normalize
 from lib.experiment import setup
 from lib.io import atomic_path, write_json
@@ -124,4 +125,4 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

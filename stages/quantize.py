@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from lib.cli import run
 from lib.experiment import setup
 from lib.export import quantize_dynamic_range, quantize_int8
 from lib.io import atomic_path, write_json
@@ -51,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
