@@ -74,7 +74,7 @@ def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
 
 def _unreadable(path: str | Path, kind: str, reason: str) -> UserError:
     """A model file its runtime rejects: most often a stage output truncated or overwritten since."""
-    reason = " ".join(reason.split()) or "empty file"
+    reason = "empty file" if Path(path).stat().st_size == 0 else " ".join(reason.split())
     return UserError(f"{path} is not a valid {kind} model ({reason}); re-create it with "
                      f"`dvc repro -s -f <stage>` for the stage in dvc.yaml that writes it, "
                      f"or delete it and run `dvc repro`")

@@ -126,6 +126,7 @@ def random_bytes() -> bytes:
     ("teacher.onnx", random_bytes()),
     ("student_float32.tflite", random_bytes()),
     ("student_int8.tflite", b"\x1c\0\0\0TFL3" + random_bytes()),  # TFLite's identifier over garbage
+    ("student_dynamic.tflite", b""),
 ])
 def test_corrupt_model_file_names_file_and_how_to_recreate(tmp_path, name, content):
     path = tmp_path / name
