@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from lib import models
+from lib.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -35,16 +36,16 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if self.source == "medmnist" and not self.name:
-            raise ValueError("dataset.name is required when dataset.source is 'medmnist' "
-                             "(e.g. name: pneumoniamnist)")
+            raise UserError("dataset.name is required when dataset.source is 'medmnist' "
+                            "(e.g. name: pneumoniamnist)")
         holds = {"medmnist": "the MedMNIST .npz files", "imagefolder": "the train/ and val/ folders",
                  "arrays": "X_train.npy, y_train.npy, X_val.npy and y_val.npy"}[self.source]
         if Path(self.root).is_file():
-            raise ValueError(f"dataset.root: {self.root!r} is a file; point it at the folder that holds "
-                             f"{holds} (e.g. {str(Path(self.root).parent)!r})")
+            raise UserError(f"dataset.root: {self.root!r} is a file; point it at the folder that holds "
+                            f"{holds} (e.g. {str(Path(self.root).parent)!r})")
         if self.source != "medmnist" and not Path(self.root).is_dir():
-            raise ValueError(f"dataset.root: folder {self.root!r} does not exist; "
-                             f"point it at the folder that holds {holds}")
+            raise UserError(f"dataset.root: folder {self.root!r} does not exist; "
+                            f"point it at the folder that holds {holds}")
 
 
 @dataclass(frozen=True)
@@ -123,36 +124,46 @@ class Params:
         for role in ("teacher", "student"):
             name = getattr(self, role)
             if name not in models.available():
-                raise ValueError(f"{role}: unknown model {name!r}; valid names are "
-                                 f"{', '.join(models.available())}")
+                raise UserError(f"{role}: unknown model {name!r}; valid names are "
+                                f"{', '.join(models.available())}")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate `params.yaml`; raise `ValueError` naming the key and what it accepts."""
+    """Read and validate `params.yaml`; raise `UserError` naming the key (or YAML position) and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the stage from the project root")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise UserError(f"{path} not found: run the stage from the project root")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     return from_dict(Params, data)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """yaml's multi-line message → 'line L, column C: <problem>' (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Build dataclass `cls` from a mapping, checking unknown keys, missing keys, types and ranges."""
     where = prefix.rstrip(".") or "params"
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {data!r}")
+        raise UserError(f"{where}: expected a mapping of keys, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                         f"valid keys are {', '.join(fields)}")
+        raise UserError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                        f"valid keys are {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
         key = prefix + name
         if name not in data:
             if f.default is dataclasses.MISSING:
-                raise ValueError(f"{key} is missing from params.yaml")
+                raise UserError(f"{key} is missing from params.yaml")
             continue
         values[name] = _coerce(key, data[name], hints[name], f.metadata)
     return cls(**values)
@@ -169,12 +180,12 @@ def _coerce(key: str, value: Any, hint: Any, metadata: Any) -> Any:
         return _coerce(key, value, hint, metadata)
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{key}: got {value!r}; expected one of {', '.join(map(str, args))}")
+            raise UserError(f"{key}: got {value!r}; expected one of {', '.join(map(str, args))}")
         return value
     if hint is bool and not isinstance(value, bool):
-        raise ValueError(f"{key}: got {value!r}; expected true or false")
+        raise UserError(f"{key}: got {value!r}; expected true or false")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{key}: got {value!r}; expected an integer")
+        raise UserError(f"{key}: got {value!r}; expected an integer")
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string; DVC reads it as a number
             try:
@@ -182,13 +193,13 @@ def _coerce(key: str, value: Any, hint: Any, metadata: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: got {value!r}; expected a number")
+            raise UserError(f"{key}: got {value!r}; expected a number")
         value = float(value)
     if hint is str and not isinstance(value, str):
-        raise ValueError(f"{key}: got {value!r}; expected a string")
+        raise UserError(f"{key}: got {value!r}; expected a string")
     if "range" in metadata:
         lo, hi, lo_open = metadata["range"]
         if not (lo < value <= hi if lo_open else lo <= value <= hi):
-            raise ValueError(f"{key}: got {value!r}; expected a value in "
-                             f"{'(' if lo_open else '['}{lo}, {hi}]")
+            raise UserError(f"{key}: got {value!r}; expected a value in "
+                            f"{'(' if lo_open else '['}{lo}, {hi}]")
     return value

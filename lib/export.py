@@ -9,24 +9,53 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
 import torch
+from onnx_ir.passes.common import ClearMetadataAndDocStringPass
 from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int) -> None:
-    """Export with a dynamic batch dimension and embedded weights, and check the graph."""
+    """Export with a dynamic batch dimension and embedded weights, and check the graph.
+
+    The exporter annotates every node with the Python stack trace that created it: absolute paths of
+    the Python install and source line numbers. Those are cleared so the same checkpoint gives the same
+    bytes on any machine and checkout, and DVC does not rerun the conversions downstream for nothing.
+    """
     model = model.cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(model, (example_input,), str(path), input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], opset_version=opset, dynamic_shapes=({0: batch},),
-                      external_data=False, dynamo=True, verbose=False)
+    program = torch.onnx.export(model, (example_input,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    ClearMetadataAndDocStringPass()(program.model)
+    program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
+
+
+@contextmanager
+def _keras_messages_to_log() -> Iterator[None]:
+    """Route tf_keras' progress messages to absl logging (silent by default) instead of stdout.
+
+    For an INT8 model onnx2tf saves a SavedModel through tf_keras' `ExportArchive`, whose `write_out`
+    prints every endpoint's signature: one `TensorSpec` line per weight, a hundred lines in a stage log.
+    Errors still surface: as exceptions and through onnx2tf's own messages.
+    """
+    from tf_keras.utils import (disable_interactive_logging, enable_interactive_logging,
+                                is_interactive_logging_enabled)
+
+    was_enabled = is_interactive_logging_enabled()
+    disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_interactive_logging()
 
 
 def _onnx2tf(onnx_path: Path, work: Path, **options) -> Path:
@@ -35,8 +64,9 @@ def _onnx2tf(onnx_path: Path, work: Path, **options) -> Path:
     src = work / "model.onnx"
     shutil.copyfile(onnx_path, src)  # onnx2tf simplifies and overwrites its input in place
     out = work / "tf"
-    onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(out),
-                    copy_onnx_input_output_names_to_tflite=True, verbosity="error", **options)
+    with _keras_messages_to_log():
+        onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(out),
+                        copy_onnx_input_output_names_to_tflite=True, verbosity="error", **options)
     return out
 
 

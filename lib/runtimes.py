@@ -16,6 +16,7 @@ from scipy.special import softmax
 from torch import nn
 
 from lib.data import normalize
+from lib.errors import UserError
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -32,11 +33,16 @@ def torch_runner(model: nn.Module, device: str | torch.device = "cpu") -> Runner
 
 def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as err:
+        reason = str(err).split(" failed:", 1)[-1]  # after "[ONNXRuntimeError] … Load model from <path>"
+        raise _unreadable(path, "ONNX", reason) from None
     input_name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -47,7 +53,11 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
 def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+    try:  # loaded from bytes the flatbuffer is verified; loaded from a path a corrupt file crashes Python
+        interpreter = Interpreter(model_content=Path(path).read_bytes(),
+                                  num_threads=threads or os.cpu_count() or 1)
+    except ValueError as err:
+        raise _unreadable(path, "TFLite", str(err)) from None
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     shape = [None]
 
@@ -60,6 +70,14 @@ def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
         interpreter.invoke()
         return dequantize(interpreter.get_tensor(out["index"]), out)
     return run
+
+
+def _unreadable(path: str | Path, kind: str, reason: str) -> UserError:
+    """A model file its runtime rejects: most often a stage output truncated or overwritten since."""
+    reason = "empty file" if Path(path).stat().st_size == 0 else " ".join(reason.split())
+    return UserError(f"{path} is not a valid {kind} model ({reason}); re-create it with "
+                     f"`dvc repro -s -f <stage>` for the stage in dvc.yaml that writes it, "
+                     f"or delete it and run `dvc repro`")
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -86,7 +104,7 @@ def load_runner(artifact: nn.Module | str | Path, threads: int | None = None,
         return torch_runner(artifact, device)
     path = Path(artifact)
     if not path.is_file():
-        raise FileNotFoundError(f"artifact {path} not found: run the stage that writes it (dvc repro)")
+        raise UserError(f"artifact {path} not found: run the stage that writes it (dvc repro)")
     if path.suffix == ".pt":
         from lib.models import load_checkpoint
         return torch_runner(load_checkpoint(path, device)[0], device)
@@ -94,7 +112,7 @@ def load_runner(artifact: nn.Module | str | Path, threads: int | None = None,
         return onnx_runner(path, threads)
     if path.suffix == ".tflite":
         return tflite_runner(path, threads)
-    raise ValueError(f"artifact {path}: unknown format {path.suffix!r}; expected .pt, .onnx or .tflite")
+    raise UserError(f"artifact {path}: unknown format {path.suffix!r}; expected .pt, .onnx or .tflite")
 
 
 def predict(artifact: nn.Module | str | Path | Runner, images: np.ndarray, meta: dict,

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_curve
 from tqdm import tqdm
 
 from lib import bench, checks
+from lib.cli import run
 from lib.data import normalize
 from lib.experiment import setup
 from lib.io import atomic_path, write_json
@@ -162,4 +163,4 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,6 +2,7 @@
 
 import argparse
 
+from lib.cli import run
 from lib.experiment import distillation_loss, run_info, score, setup, train
 from lib.io import write_json
 from lib.models import load_checkpoint, save_checkpoint
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

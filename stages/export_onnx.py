@@ -6,6 +6,7 @@ The teacher is exported too so the benchmark can compare the student with the te
 import argparse
 import os
 
+from lib.cli import run
 from lib.experiment import check_parity, setup
 from lib.export import export_onnx
 from lib.io import atomic_path, write_json
@@ -39,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

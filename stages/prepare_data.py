@@ -2,6 +2,7 @@
 
 import argparse
 
+from lib.cli import run
 from lib.config import load_params
 from lib.data import load_source, write_processed
 
@@ -18,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from lib import checks
+from lib.cli import run
 from lib.experiment import setup
 from lib.export import quantize_dynamic_range, quantize_int8, quantize_onnx_int8
 from lib.io import atomic_path, write_json
@@ -62,4 +63,4 @@ def split_figures(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,6 +3,7 @@
 import argparse
 import os
 
+from lib.cli import run
 from lib.experiment import check_parity, setup
 from lib.export import to_tflite
 from lib.io import atomic_path, write_json
@@ -30,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,4 @@
-"""lib.config.load_params: the real file loads; every kind of mistake fails fast with a ValueError."""
+"""lib.config.load_params: the real file loads; every kind of mistake fails fast with a UserError (a ValueError)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from lib import models
 from lib.config import Params, load_params
+from lib.errors import UserError
 from conftest import PARAMS_YAML
 
 
@@ -28,8 +29,8 @@ def test_unmodified_copy_loads_identically(params_dict, write_params):
     assert load_params(write_params(params_dict)) == load_params(PARAMS_YAML)
 
 
-def test_missing_file_raises_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_missing_params_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
         load_params(tmp_path / "nope.yaml")
 
 

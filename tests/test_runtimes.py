@@ -8,6 +8,7 @@ import torch
 from scipy.special import softmax
 from torch import nn
 
+from lib.errors import UserError
 from lib.models import ModelSpec, build, save_checkpoint
 from lib.runtimes import dequantize, load_runner, predict, quantize
 
@@ -97,8 +98,8 @@ def test_predict_accepts_a_runner_callable(images, tiny_meta):
     np.testing.assert_allclose(probs, 1 / 3)
 
 
-def test_load_runner_missing_path_raises(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_load_runner_missing_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
         load_runner(tmp_path / "missing.onnx")
 
 
