@@ -372,6 +372,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def artifacts_with(report: dict, metric: str) -> list[str]:
+    """The artifacts that have `metric` (e.g. 'accuracy') in some recipe, in headline order."""
+    keys = [key for r in report["recipes"].values() for key, s in r["summary"].items() if s["n"]]
+    found = list(dict.fromkeys(key.rpartition(".")[0] for key in keys if key.rpartition(".")[2] == metric))
+    if not found:
+        raise UserError(f"--plot-metric: no artifact has {metric!r}; valid: "
+                        f"{', '.join(sorted({key.rpartition('.')[2] for key in keys}))}")
+    return found
+
+
 def plot(report: dict, metric: str, out: str | Path) -> None:
     """Mean ± std error bars of `metric` for every artifact, one series per recipe."""
     import matplotlib
@@ -379,11 +389,7 @@ def plot(report: dict, metric: str, out: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    artifacts = list(dict.fromkeys(key.rsplit(".", 1)[0] for r in report["recipes"].values()
-                                   for key, s in r["summary"].items() if key.rsplit(".", 1)[-1] == metric and s["n"]))
-    if not artifacts:
-        raise UserError(f"--plot-metric: no artifact has {metric!r}; valid: "
-                        f"{', '.join(sorted({k.rsplit('.', 1)[-1] for r in report['recipes'].values() for k in r['summary']}))}")
+    artifacts = artifacts_with(report, metric)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(artifacts)), 4))
     width = 0.8 / len(report["recipes"])
     for i, (name, recipe) in enumerate(report["recipes"].items()):
@@ -419,16 +425,15 @@ def main(argv: list[str] | None = None) -> None:
 
     report = compare(load_exp_show(args.exps), args.metric, args.baseline,
                      [tuple(p) for p in args.pair] if args.pair else None)
-    text = markdown(report)
-    if args.md:
-        with atomic_path(args.md) as tmp:
-            tmp.write_text(text)
-    else:
-        print(text)
-    if args.json:
-        write_json(args.json, report)
     if args.plot:
         plot(report, args.plot_metric, args.plot)
+    if args.json:
+        write_json(args.json, report)
+    if args.md:
+        with atomic_path(args.md) as tmp:
+            tmp.write_text(markdown(report))
+    else:
+        print(markdown(report))
 
 
 if __name__ == "__main__":

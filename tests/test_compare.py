@@ -47,7 +47,8 @@ def fixture_values(shown: list, x: int, artifact: str, metric: str) -> np.ndarra
 
 def exp_name_with(shown: list, x: int) -> str:
     return next(rev["name"] for b in shown for exp in b["experiments"] or [] for rev in exp["revs"]
-                if exp["executor"]["state"] == "success" and rev["data"]["params"]["params.yaml"]["data"]["recipe"]["x"] == x)
+                if exp["executor"]["state"] == "success"
+                and rev["data"]["params"]["params.yaml"]["data"]["recipe"]["x"] == x)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -186,6 +187,13 @@ def test_no_finished_experiment_is_a_user_error(shown):
     queued_only = [{**shown[1], "data": {**shown[1]["data"], "metrics": {}}, "experiments": None}]
     with pytest.raises(UserError, match="no finished experiment"):
         compare.collect_runs(queued_only)
+
+
+def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)
+    with pytest.raises(UserError, match="valid: accuracy, auc, f1_macro, latency_ms, size_kb"):
+        compare.plot(report, "acc", tmp_path / "plot.png")
+    assert not (tmp_path / "plot.png").exists()
 
 
 def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
