@@ -117,7 +117,7 @@ def _entries(shown: list) -> list[tuple[dict, str | None]]:
     return entries
 
 
-def _run_from(entry: dict, state: str | None) -> Run | str:
+def _run_from(entry: dict, state: str | None, metrics_file: str) -> Run | str:
     """A Run, or the reason this entry is not one."""
     name = entry.get("name") or entry["rev"][:7]
     if state not in (None, "success"):
@@ -126,9 +126,9 @@ def _run_from(entry: dict, state: str | None) -> Run | str:
     if entry.get("error") or not data:
         msg = (entry.get("error") or {}).get("msg", "no data")
         return f"skipped {name}: {msg}"
-    metrics = (data.get("metrics") or {}).get(HEADLINE, {}).get("data")
+    metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data")
     if not metrics:
-        return f"skipped {name}: no {HEADLINE}"
+        return f"skipped {name}: no {metrics_file}"
     params = {}
     for file, content in (data.get("params") or {}).items():
         prefix = "" if file == "params.yaml" else f"{file}:"
@@ -137,7 +137,7 @@ def _run_from(entry: dict, state: str | None) -> Run | str:
     return Run(name=name, rev=entry["rev"], seed=seed, params=params, metrics=numeric_metrics(metrics))
 
 
-def collect_runs(shown: list) -> Experiments:
+def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
     """Finished runs with headline metrics, one per (recipe params, seed), so no seed is counted twice.
 
     A clean workspace repeats the run of its commit: the commit is kept, since `git show` can read its files.
@@ -146,7 +146,7 @@ def collect_runs(shown: list) -> Experiments:
     notes = []
     kept: dict[str, Run] = {}
     for entry, state in _entries(shown):
-        run = _run_from(entry, state)
+        run = _run_from(entry, state, metrics_file)
         if isinstance(run, str):
             notes.append(run)
             continue
@@ -157,7 +157,7 @@ def collect_runs(shown: list) -> Experiments:
         else:
             notes.append(f"skipped {run.name}: same params and seed as {earlier.name}")
     if not kept:
-        raise UserError(f"no finished experiment with {HEADLINE} ({'; '.join(notes) or 'none listed'}); "
+        raise UserError(f"no finished experiment with {metrics_file} ({'; '.join(notes) or 'none listed'}); "
                         "run the pipeline or queue seeds with `dvc exp run --queue -S seed=43` and `dvc queue start`")
     return Experiments(runs=list(kept.values()), notes=notes)
 
@@ -296,9 +296,10 @@ def paired_tests(runs: list[Run], recipes: list[str], baseline: str, metrics: li
 
 
 def compare(shown: list, metrics: list[str] | None = None, baseline: str | None = None,
-            pairs: list[tuple[str, str]] | None = None, repo: Path = Path(".")) -> dict:
+            pairs: list[tuple[str, str]] | None = None, repo: Path = Path("."),
+            metrics_file: str = HEADLINE) -> dict:
     """The whole comparison as one JSON-ready mapping (the Markdown and the plot are drawn from it)."""
-    found = collect_runs(shown)
+    found = collect_runs(shown, metrics_file)
     runs = sorted(found.runs, key=lambda r: json.dumps(r.seed))
     recipes = label_recipes(runs)
     metrics = metrics or [m for m in DEFAULT_METRICS if m in valid_metrics(runs)] or valid_metrics(runs)
@@ -417,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pair", nargs=2, action="append", metavar=("FIRST", "SECOND"),
                         help="two artifacts for the McNemar test (repeatable); default: "
                         + ", ".join(f"{a} vs {b}" for a, b in DEFAULT_PAIRS))
+    parser.add_argument("--metrics-file", default=HEADLINE,
+                        help=f"the metrics file whose numeric leaves are compared (default {HEADLINE})")
     parser.add_argument("--md", help="write the Markdown report here instead of stdout")
     parser.add_argument("--json", help="also write the report as JSON")
     parser.add_argument("--plot", help="write a PNG of --plot-metric per artifact and recipe")
@@ -424,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     report = compare(load_exp_show(args.exps), args.metric, args.baseline,
-                     [tuple(p) for p in args.pair] if args.pair else None)
+                     [tuple(p) for p in args.pair] if args.pair else None, metrics_file=args.metrics_file)
     if args.plot:
         plot(report, args.plot_metric, args.plot)
     if args.json:

@@ -90,3 +90,14 @@ def test_experiment_travels_through_a_git_remote(origin, queued, tmp_path):
     pulled = exp_show(clone)["bench-runs-4"]
     assert pulled["params"]["benchmark"]["runs"] == 4
     assert pulled["metrics"] == queued["bench-runs-4"]["metrics"]
+
+
+def test_compare_reads_the_queued_experiments_and_their_predictions(origin, queued, tmp_path):
+    out = tmp_path / "compare.json"
+    run(["python", "-m", "lib.compare", "--metrics-file", "metrics/benchmark.json",
+         "--metric", "int8_tflite.test.accuracy", "--json", str(out)], origin)
+    report = json.loads(out.read_text())
+    assert set(report["recipes"]) == {f"benchmark.runs={runs}" for runs in (3, *QUEUED.values())}
+    mcnemar = [t for t in report["mcnemar"] if (t["first"], t["second"]) == ("teacher_torch", "int8_tflite")]
+    assert sorted(t["run"] for t in mcnemar) == sorted(["master", *QUEUED])  # read with `git show <rev>:…`
+    assert all(t["b"] + t["c"] <= 80 for t in mcnemar)
