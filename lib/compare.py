@@ -51,6 +51,7 @@ class Run:
     seed: Any
     params: dict[str, Any]
     metrics: dict[str, float]
+    is_commit: bool = False  # a baseline commit (or the workspace), not a `dvc exp` experiment
     recipe: str = ""
 
 
@@ -106,18 +107,18 @@ def load_exp_show(path: str | Path | None = None) -> list:
     return shown
 
 
-def _entries(shown: list) -> list[tuple[dict, str | None]]:
-    """(rev entry, executor state) for the workspace, every baseline commit and every experiment."""
+def _entries(shown: list) -> list[tuple[dict, str | None, bool]]:
+    """(rev entry, executor state, is a commit) for the workspace, every baseline commit and every experiment."""
     entries = []
     for baseline in shown:
-        entries.append((baseline, None))
+        entries.append((baseline, None, True))
         for exp in baseline.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
-            entries += [(rev, state) for rev in exp.get("revs") or []]
+            entries += [(rev, state, False) for rev in exp.get("revs") or []]
     return entries
 
 
-def _run_from(entry: dict, state: str | None, metrics_file: str) -> Run | str:
+def _run_from(entry: dict, state: str | None, is_commit: bool, metrics_file: str) -> Run | str:
     """A Run, or the reason this entry is not one."""
     name = entry.get("name") or entry["rev"][:7]
     if state not in (None, "success"):
@@ -134,7 +135,8 @@ def _run_from(entry: dict, state: str | None, metrics_file: str) -> Run | str:
         prefix = "" if file == "params.yaml" else f"{file}:"
         params.update(flatten(content.get("data") or {}, prefix))
     seed = params.pop("seed", None)
-    return Run(name=name, rev=entry["rev"], seed=seed, params=params, metrics=numeric_metrics(metrics))
+    return Run(name=name, rev=entry["rev"], seed=seed, params=params, metrics=numeric_metrics(metrics),
+               is_commit=is_commit)
 
 
 def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
@@ -145,8 +147,8 @@ def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
     """
     notes = []
     kept: dict[str, Run] = {}
-    for entry, state in _entries(shown):
-        run = _run_from(entry, state, metrics_file)
+    for entry, state, is_commit in _entries(shown):
+        run = _run_from(entry, state, is_commit, metrics_file)
         if isinstance(run, str):
             notes.append(run)
             continue
@@ -267,9 +269,9 @@ def mcnemar_per_run(runs: list[Run], pairs: list[tuple[str, str]], repo: Path) -
 
 
 def pick_baseline(choice: str | None, runs: list[Run], recipes: list[str]) -> str:
-    """The recipe to compare others with: given by label or experiment name; default the first commit's."""
+    """The recipe to compare others with: given by label or experiment name; default the current commit's."""
     if choice is None:
-        return next((r.recipe for r in runs if r.rev != WORKSPACE), recipes[0])
+        return next((r.recipe for r in runs if r.is_commit), recipes[0])
     if choice in recipes:
         return choice
     for run in runs:
@@ -295,12 +297,18 @@ def paired_tests(runs: list[Run], recipes: list[str], baseline: str, metrics: li
     return tests
 
 
+def _seed_order(run: Run) -> tuple:
+    """Numeric seeds in numeric order (42 before 100), anything else after them as text."""
+    numeric = isinstance(run.seed, (int, float)) and not isinstance(run.seed, bool)
+    return (not numeric, run.seed if numeric else str(run.seed))
+
+
 def compare(shown: list, metrics: list[str] | None = None, baseline: str | None = None,
             pairs: list[tuple[str, str]] | None = None, repo: Path = Path("."),
             metrics_file: str = HEADLINE) -> dict:
     """The whole comparison as one JSON-ready mapping (the Markdown and the plot are drawn from it)."""
     found = collect_runs(shown, metrics_file)
-    runs = sorted(found.runs, key=lambda r: json.dumps(r.seed))
+    runs = sorted(found.runs, key=_seed_order)
     recipes = label_recipes(runs)
     metrics = metrics or [m for m in DEFAULT_METRICS if m in valid_metrics(runs)] or valid_metrics(runs)
     check_metrics(metrics, runs)

@@ -167,6 +167,14 @@ def test_baseline_can_be_named_by_an_experiment(shown, tmp_path):
     assert {t["recipe"] for t in report["paired"]} == {"recipe.x=1"}
 
 
+def test_default_baseline_is_the_recipe_of_the_current_commit(shown, tmp_path):
+    for baseline in shown[:2]:  # the workspace and its commit: seed 100, later than every experiment's
+        baseline["data"]["params"]["params.yaml"]["data"]["seed"] = 100
+    report = compare.compare(shown, repo=tmp_path)
+    assert report["baseline"] == "recipe.x=1"
+    assert [r["seed"] for r in report["recipes"]["recipe.x=1"]["runs"]] == [43, 44, 100]
+
+
 def test_unknown_baseline_lists_recipes(shown, tmp_path):
     with pytest.raises(UserError, match="recipe.x=1; recipe.x=2"):
         compare.compare(shown, baseline="nope", repo=tmp_path)
@@ -181,6 +189,11 @@ def test_unknown_metric_lists_valid_names(shown, tmp_path):
 def test_missing_experiments_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         compare.load_exp_show(tmp_path / "missing.json")
+
+
+def test_metrics_file_no_run_wrote_is_a_user_error(shown):
+    with pytest.raises(UserError, match="no finished experiment with metrics/other.json"):
+        compare.collect_runs(shown, "metrics/other.json")
 
 
 def test_no_finished_experiment_is_a_user_error(shown):
