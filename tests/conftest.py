@@ -1,8 +1,12 @@
-"""Shared fixtures and helpers: tiny synthetic data sets and a copy of params.yaml to mutate."""
+"""Shared fixtures and helpers: tiny synthetic data sets, a copy of params.yaml to mutate, and one tiny
+`dvc repro` of the real DAG that every end-to-end test reads."""
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,3 +82,53 @@ def write_params(tmp_path):
 def tiny_meta() -> dict:
     """meta.json-like statistics for 1-channel images."""
     return {"classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25], "channels": 1, "image_size": 8}
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def tiny_arrays(dest: Path, per_split: dict[str, int]) -> None:
+    """A few hundred real PneumoniaMNIST images, stratified, written as the `arrays` source."""
+    rng = np.random.default_rng(0)
+    with np.load(ROOT / "data/raw/pneumoniamnist.npz") as npz:
+        for split, n in per_split.items():
+            labels = npz[f"{split}_labels"].reshape(-1)
+            idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 2, replace=False)
+                                  for c in (0, 1)])
+            np.save(dest / f"X_{split}.npy", npz[f"{split}_images"][idx])
+            np.save(dest / f"y_{split}.npy", labels[idx])
+    (dest / "classes.txt").write_text("normal\npneumonia\n")
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("project")
+    for item in ("dvc.yaml", "params.yaml", ".dvcignore", "lib", "stages"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    (repo / "data/tiny").mkdir(parents=True)
+    tiny_arrays(repo / "data/tiny", {"train": 240, "val": 80, "test": 80})
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["dataset"].update(source="arrays", root="data/tiny", name=None)
+    params["train"].update(epochs=1, batch_size=64)
+    params["distill"]["epochs"] = 1
+    params["prune"]["finetune_epochs"] = 1
+    params["quantize"]["calibration_samples"] = 16
+    params["benchmark"].update(warmup=1, runs=3, throughput_batch=8, throughput_runs=2, bootstrap_samples=20)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "ci@example.com"], repo)
+    run(["git", "config", "user.name", "ci"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # the project's plot templates
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny project"], repo)  # dvclive needs a first commit
+    run(["dvc", "repro"], repo)
+    return repo

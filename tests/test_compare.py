@@ -1,0 +1,219 @@
+"""lib.compare on real `dvc exp show --json` output (tests/fixtures/exp_show.json, see make_exp_show.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lib import compare
+from lib.errors import UserError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "exp_show.json"
+PREDICTIONS_CSV = """artifact,index,label,predicted,p_a,p_b
+teacher_torch,1,1,1,0.2,0.8
+teacher_torch,0,0,0,0.9,0.1
+teacher_torch,2,1,1,0.3,0.7
+int8_tflite,0,0,1,0.4,0.6
+int8_tflite,1,1,1,0.2,0.8
+int8_tflite,2,1,0,0.6,0.4
+"""
+
+
+@pytest.fixture
+def shown() -> list:
+    return json.loads(FIXTURE.read_text())
+
+
+def finished_runs(shown: list) -> list[dict]:
+    """The fixture's finished baseline and experiment revs, read without lib.compare."""
+    revs = [b for b in shown if b["rev"] != "workspace"]
+    revs += [rev for b in shown for exp in b["experiments"] or [] if exp["executor"]["state"] == "success"
+             for rev in exp["revs"]]
+    return [rev["data"] for rev in revs]
+
+
+def fixture_values(shown: list, x: int, artifact: str, metric: str) -> np.ndarray:
+    """One recipe's values of a metric, in seed order."""
+    runs = sorted((d["params"]["params.yaml"]["data"]["seed"], d["metrics"]["metrics/headline.json"]["data"])
+                  for d in finished_runs(shown) if d["params"]["params.yaml"]["data"]["recipe"]["x"] == x)
+    return np.array([headline[artifact][metric] for _, headline in runs], dtype=float)
+
+
+def exp_name_with(shown: list, x: int) -> str:
+    return next(rev["name"] for b in shown for exp in b["experiments"] or [] for rev in exp["revs"]
+                if exp["executor"]["state"] == "success"
+                and rev["data"]["params"]["params.yaml"]["data"]["recipe"]["x"] == x)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_runs_group_into_recipes_labelled_by_the_params_that_differ(shown):
+    found = compare.collect_runs(shown)
+    recipes = compare.label_recipes(found.runs)
+    assert sorted(recipes) == ["recipe.x=1", "recipe.x=2"]  # recipe.name is the same everywhere, so not shown
+    for recipe in recipes:
+        assert sorted(r.seed for r in found.runs if r.recipe == recipe) == [42, 43, 44]
+    assert any("queued" in n for n in found.notes) and any("failed" in n for n in found.notes)
+
+
+def test_clean_workspace_is_counted_once_as_its_commit(shown):
+    runs = compare.collect_runs(shown).runs
+    assert "workspace" not in [r.rev for r in runs]
+    assert shown[1]["rev"] in [r.rev for r in runs]
+
+
+def test_workspace_with_new_results_is_a_run_of_its_own(shown):
+    dirty = copy.deepcopy(shown)
+    dirty[0]["data"]["params"]["params.yaml"]["data"]["seed"] = 45
+    assert [r.seed for r in compare.collect_runs(dirty).runs].count(45) == 1
+
+
+def test_recipe_mean_and_sample_std_match_numpy(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)
+    for x in (1, 2):
+        values = fixture_values(shown, x, "int8_tflite", "accuracy")
+        summary = report["recipes"][f"recipe.x={x}"]["summary"]["int8_tflite.accuracy"]
+        assert summary["n"] == 3
+        assert summary["mean"] == pytest.approx(values.mean())
+        assert summary["std"] == pytest.approx(values.std(ddof=1))
+
+
+def test_null_metric_is_left_out_of_its_mean(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)
+    assert report["recipes"]["recipe.x=1"]["summary"]["pruned_torch.auc"]["n"] == 2  # seed 44 wrote null
+
+
+def test_paired_test_pairs_by_seed_against_the_baseline(shown, tmp_path):
+    report = compare.compare(shown, metrics=["int8_tflite.latency_ms"], repo=tmp_path)
+    (test,) = report["paired"]
+    diffs = (fixture_values(shown, 2, "int8_tflite", "latency_ms")
+             - fixture_values(shown, 1, "int8_tflite", "latency_ms"))
+    assert test["recipe"] == "recipe.x=2" and test["n"] == 3
+    assert test["mean_diff"] == pytest.approx(diffs.mean())
+    assert test["p"] == pytest.approx(stats.wilcoxon(diffs, method="exact").pvalue)
+
+
+def test_paired_test_agrees_with_scipy():
+    diffs = [0.1, 0.2, 0.3, -0.05, 0.4, 0.5]
+    result = compare.paired_test(diffs)
+    assert result["p"] == pytest.approx(0.0625)  # rank sum of negatives 1: 2 · 2/2^6
+    ci = stats.bootstrap((np.array(diffs),), np.mean, n_resamples=compare.BOOTSTRAP_RESAMPLES,
+                         method="percentile", rng=np.random.default_rng(compare.BOOTSTRAP_SEED)).confidence_interval
+    assert result["ci95"] == pytest.approx([ci.low, ci.high])
+    assert result["ci95"][0] < result["mean_diff"] < result["ci95"][1]
+
+
+def test_five_seeds_can_never_reach_significance():
+    all_better = compare.paired_test([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert all_better["p"] == pytest.approx(compare.smallest_wilcoxon_p(5)) == pytest.approx(0.0625)
+    assert not all_better["can_reach_alpha"]
+    assert compare.paired_test([0.01] * 6)["can_reach_alpha"]
+
+
+def test_float_noise_differences_are_ties():
+    assert compare.paired_test([0.7 - 0.6999999999999999, 0.0, 0.0])["p"] == 1.0
+
+
+def test_mcnemar_is_an_exact_binomial_test_on_the_discordant_pairs():
+    first = np.array([True] * 10 + [False] * 2 + [True] * 20 + [False] * 5)
+    second = np.array([False] * 10 + [True] * 2 + [True] * 20 + [False] * 5)
+    result = compare.mcnemar(first, second)
+    assert (result["b"], result["c"]) == (10, 2)
+    assert result["p"] == pytest.approx(stats.binomtest(2, 12).pvalue)
+    assert compare.mcnemar(first, first)["p"] == 1.0
+
+
+def test_mcnemar_reads_the_predictions_of_a_committed_revision(tmp_path):
+    path = tmp_path / compare.PREDICTIONS
+    path.parent.mkdir(parents=True)
+    path.write_text(PREDICTIONS_CSV)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "-qm", "run")
+    run = compare.Run(name="exp", rev=git(tmp_path, "rev-parse", "HEAD"), seed=42, params={}, metrics={})
+    path.write_text("artifact,index,label,predicted\n")  # the workspace moved on; the revision did not
+    tests, notes = compare.mcnemar_per_run([run], [("teacher_torch", "int8_tflite")], tmp_path)
+    assert notes == []
+    assert [(t["b"], t["c"]) for t in tests] == [(2, 0)]  # int8 wrong on images 0 and 2, teacher right
+
+
+def test_mcnemar_notes_an_artifact_the_run_did_not_predict(tmp_path):
+    (tmp_path / compare.PREDICTIONS).parent.mkdir(parents=True)
+    (tmp_path / compare.PREDICTIONS).write_text(PREDICTIONS_CSV)
+    run = compare.Run(name="ws", rev=compare.WORKSPACE, seed=42, params={}, metrics={})
+    tests, notes = compare.mcnemar_per_run([run], [("student_torch", "int8_tflite")], tmp_path)
+    assert tests == [] and "student_torch" in notes[0] and "int8_tflite, teacher_torch" in notes[0]
+
+
+def test_markdown_shows_recipes_tests_and_the_small_n_warning(shown, tmp_path):
+    text = compare.markdown(compare.compare(shown, repo=tmp_path))
+    assert "`recipe.x=1` (baseline)" in text and "`recipe.x=2`" in text
+    assert "| `recipe.x=2` | `int8_tflite.accuracy` | 3 |" in text
+    assert "can never reach p < 0.05" in text
+    assert "skipped" in text and "queued" in text
+
+
+def test_baseline_can_be_named_by_an_experiment(shown, tmp_path):
+    report = compare.compare(shown, baseline=exp_name_with(shown, 2), repo=tmp_path)
+    assert report["baseline"] == "recipe.x=2"
+    assert {t["recipe"] for t in report["paired"]} == {"recipe.x=1"}
+
+
+def test_default_baseline_is_the_recipe_of_the_current_commit(shown, tmp_path):
+    for baseline in shown[:2]:  # the workspace and its commit: seed 100, later than every experiment's
+        baseline["data"]["params"]["params.yaml"]["data"]["seed"] = 100
+    report = compare.compare(shown, repo=tmp_path)
+    assert report["baseline"] == "recipe.x=1"
+    assert [r["seed"] for r in report["recipes"]["recipe.x=1"]["runs"]] == [43, 44, 100]
+
+
+def test_unknown_baseline_lists_recipes(shown, tmp_path):
+    with pytest.raises(UserError, match="recipe.x=1; recipe.x=2"):
+        compare.compare(shown, baseline="nope", repo=tmp_path)
+
+
+def test_unknown_metric_lists_valid_names(shown, tmp_path):
+    with pytest.raises(UserError, match="unknown int8_tflite.accurcy") as err:
+        compare.compare(shown, metrics=["int8_tflite.accurcy"], repo=tmp_path)
+    assert "int8_tflite.accuracy" in str(err.value) and "teacher_torch.latency_ms" in str(err.value)
+
+
+def test_missing_experiments_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        compare.load_exp_show(tmp_path / "missing.json")
+
+
+def test_metrics_file_no_run_wrote_is_a_user_error(shown):
+    with pytest.raises(UserError, match="no finished experiment with metrics/other.json"):
+        compare.collect_runs(shown, "metrics/other.json")
+
+
+def test_no_finished_experiment_is_a_user_error(shown):
+    queued_only = [{**shown[1], "data": {**shown[1]["data"], "metrics": {}}, "experiments": None}]
+    with pytest.raises(UserError, match="no finished experiment"):
+        compare.collect_runs(queued_only)
+
+
+def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)
+    with pytest.raises(UserError, match="valid: accuracy, auc, f1_macro, latency_ms, size_kb"):
+        compare.plot(report, "acc", tmp_path / "plot.png")
+    assert not (tmp_path / "plot.png").exists()
+
+
+def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
+    md, js, png = tmp_path / "compare.md", tmp_path / "compare.json", tmp_path / "accuracy.png"
+    compare.main(["--exps", str(FIXTURE), "--metric", "int8_tflite.accuracy", "--md", str(md),
+                  "--json", str(js), "--plot", str(png)])
+    assert capsys.readouterr().out == ""
+    assert "`recipe.x=2`" in md.read_text()
+    assert json.loads(js.read_text())["metrics"] == ["int8_tflite.accuracy"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
