@@ -1,7 +1,7 @@
 """Compare experiments across seeds: which recipe differs from which, and with what evidence.
 
     dvc exp run --queue -S seed=43 && dvc exp run --queue -S seed=44 && dvc queue start
-    python -m lib.compare [--exps FILE] [--metric int8_tflite.accuracy ...] [--baseline RECIPE_OR_EXP]
+    python -m lib.compare [--exps FILE] [--metric int8_tflite.acc ...] [--baseline RECIPE_OR_EXP]
                           [--pair teacher_torch int8_tflite ...] [--md OUT.md] [--plot OUT.png] [--json OUT.json]
 
 A *recipe* is an experiment's params without `seed`; its runs are the seeds. For every recipe the report
@@ -31,9 +31,9 @@ from lib.io import atomic_path, write_json
 HEADLINE = "metrics/headline.json"
 PREDICTIONS = "plots/benchmark/predictions.csv"
 WORKSPACE = "workspace"
-DEFAULT_METRICS = ["int8_tflite.accuracy", "int8_tflite.auc", "int8_tflite.f1_macro", "int8_tflite.size_kb",
-                   "int8_tflite.latency_ms", "teacher_torch.accuracy", "teacher_torch.auc",
-                   "student_torch.accuracy", "student_torch.auc", "pruned_torch.accuracy", "pruned_torch.auc"]
+DEFAULT_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "int8_tflite.f1", "int8_tflite.kb",
+                   "int8_tflite.ms", "teacher_torch.acc", "teacher_torch.auc",
+                   "student_torch.acc", "student_torch.auc", "pruned_torch.acc", "pruned_torch.auc"]
 DEFAULT_PAIRS = [("teacher_torch", "int8_tflite"), ("pruned_torch", "int8_tflite"),
                  ("student_torch", "pruned_torch")]
 ALPHA = 0.05
@@ -382,7 +382,7 @@ def markdown(report: dict) -> str:
 
 
 def artifacts_with(report: dict, metric: str) -> list[str]:
-    """The artifacts that have `metric` (e.g. 'accuracy') in some recipe, in headline order."""
+    """The artifacts that have `metric` (e.g. 'acc') in some recipe, in headline order."""
     keys = [key for r in report["recipes"].values() for key, s in r["summary"].items() if s["n"]]
     found = list(dict.fromkeys(key.rpartition(".")[0] for key in keys if key.rpartition(".")[2] == metric))
     if not found:
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--md", help="write the Markdown report here instead of stdout")
     parser.add_argument("--json", help="also write the report as JSON")
     parser.add_argument("--plot", help="write a PNG of --plot-metric per artifact and recipe")
-    parser.add_argument("--plot-metric", default="accuracy", help="metric name without artifact (default accuracy)")
+    parser.add_argument("--plot-metric", default="acc", help="metric name without artifact (default acc)")
     args = parser.parse_args(argv)
 
     report = compare(load_exp_show(args.exps), args.metric, args.baseline,

@@ -79,8 +79,8 @@ def test_workspace_with_new_results_is_a_run_of_its_own(shown):
 def test_recipe_mean_and_sample_std_match_numpy(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
     for x in (1, 2):
-        values = fixture_values(shown, x, "int8_tflite", "accuracy")
-        summary = report["recipes"][f"recipe.x={x}"]["summary"]["int8_tflite.accuracy"]
+        values = fixture_values(shown, x, "int8_tflite", "acc")
+        summary = report["recipes"][f"recipe.x={x}"]["summary"]["int8_tflite.acc"]
         assert summary["n"] == 3
         assert summary["mean"] == pytest.approx(values.mean())
         assert summary["std"] == pytest.approx(values.std(ddof=1))
@@ -92,10 +92,10 @@ def test_null_metric_is_left_out_of_its_mean(shown, tmp_path):
 
 
 def test_paired_test_pairs_by_seed_against_the_baseline(shown, tmp_path):
-    report = compare.compare(shown, metrics=["int8_tflite.latency_ms"], repo=tmp_path)
+    report = compare.compare(shown, metrics=["int8_tflite.ms"], repo=tmp_path)
     (test,) = report["paired"]
-    diffs = (fixture_values(shown, 2, "int8_tflite", "latency_ms")
-             - fixture_values(shown, 1, "int8_tflite", "latency_ms"))
+    diffs = (fixture_values(shown, 2, "int8_tflite", "ms")
+             - fixture_values(shown, 1, "int8_tflite", "ms"))
     assert test["recipe"] == "recipe.x=2" and test["n"] == 3
     assert test["mean_diff"] == pytest.approx(diffs.mean())
     assert test["p"] == pytest.approx(stats.wilcoxon(diffs, method="exact").pvalue)
@@ -156,7 +156,7 @@ def test_mcnemar_notes_an_artifact_the_run_did_not_predict(tmp_path):
 def test_markdown_shows_recipes_tests_and_the_small_n_warning(shown, tmp_path):
     text = compare.markdown(compare.compare(shown, repo=tmp_path))
     assert "`recipe.x=1` (baseline)" in text and "`recipe.x=2`" in text
-    assert "| `recipe.x=2` | `int8_tflite.accuracy` | 3 |" in text
+    assert "| `recipe.x=2` | `int8_tflite.acc` | 3 |" in text
     assert "can never reach p < 0.05" in text
     assert "skipped" in text and "queued" in text
 
@@ -183,7 +183,7 @@ def test_unknown_baseline_lists_recipes(shown, tmp_path):
 def test_unknown_metric_lists_valid_names(shown, tmp_path):
     with pytest.raises(UserError, match="unknown int8_tflite.accurcy") as err:
         compare.compare(shown, metrics=["int8_tflite.accurcy"], repo=tmp_path)
-    assert "int8_tflite.accuracy" in str(err.value) and "teacher_torch.latency_ms" in str(err.value)
+    assert "int8_tflite.acc" in str(err.value) and "teacher_torch.ms" in str(err.value)
 
 
 def test_missing_experiments_file_is_a_user_error(tmp_path):
@@ -204,16 +204,16 @@ def test_no_finished_experiment_is_a_user_error(shown):
 
 def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
-    with pytest.raises(UserError, match="valid: accuracy, auc, f1_macro, latency_ms, size_kb"):
-        compare.plot(report, "acc", tmp_path / "plot.png")
+    with pytest.raises(UserError, match="valid: acc, auc, f1, kb, ms"):
+        compare.plot(report, "accuracy", tmp_path / "plot.png")
     assert not (tmp_path / "plot.png").exists()
 
 
 def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     md, js, png = tmp_path / "compare.md", tmp_path / "compare.json", tmp_path / "accuracy.png"
-    compare.main(["--exps", str(FIXTURE), "--metric", "int8_tflite.accuracy", "--md", str(md),
+    compare.main(["--exps", str(FIXTURE), "--metric", "int8_tflite.acc", "--md", str(md),
                   "--json", str(js), "--plot", str(png)])
     assert capsys.readouterr().out == ""
     assert "`recipe.x=2`" in md.read_text()
-    assert json.loads(js.read_text())["metrics"] == ["int8_tflite.accuracy"]
+    assert json.loads(js.read_text())["metrics"] == ["int8_tflite.acc"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
