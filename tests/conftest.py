@@ -130,5 +130,6 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # the project's plot templates
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny project"], repo)  # dvclive needs a first commit
-    run(["dvc", "repro"], repo)
+    result = run(["dvc", "repro"], repo)
+    (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)  # .dvc/tmp is not tracked
     return repo

@@ -10,15 +10,21 @@ import pytest
 from conftest import run
 
 ARTIFACTS = ["teacher_torch", "teacher_onnx", "student_torch", "pruned_torch", "pruned_onnx",
-             "float32_tflite", "dynamic_tflite", "int8_tflite"]
+             "float32_tflite", "dynamic_tflite", "int8_tflite", "int8_onnx"]
 
 
 def test_repro_writes_every_artifact_and_is_up_to_date(project):
     for name in ("teacher.pt", "student.pt", "student_pruned.pt", "student.onnx", "teacher.onnx",
-                 "student_float32.tflite", "student_dynamic.tflite", "student_int8.tflite"):
+                 "student_float32.tflite", "student_dynamic.tflite", "student_int8.tflite", "student_int8.onnx"):
         assert (project / "models" / name).stat().st_size > 0, name
     status = run(["dvc", "status", "--json"], project)
     assert json.loads(status.stdout) == {}
+
+
+def test_stage_log_has_no_converter_dumps(project):
+    log = (project / ".dvc/tmp/repro.log").read_text()
+    assert "TensorSpec" not in log
+    assert "Running stage 'benchmark'" in log
 
 
 def test_prepared_data_records_the_arrays_source(project):
