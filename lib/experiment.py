@@ -15,6 +15,7 @@ from torch import nn
 from lib import distributed
 from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
+from lib.errors import UserError
 from lib.metrics import agreement, classification_metrics
 from lib.models import ModelSpec, build_from_spec
 from lib.runtimes import predict
@@ -81,7 +82,10 @@ def train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr:
     if nproc == 1:
         model, info = _train(model, criterion, ctx, epochs, lr, live_dir, precision)
     else:
-        results = distributed.launch(_train_rank, nproc, model.cpu(), criterion.cpu(), ctx, epochs, lr,
+        if ctx.device.type == "cuda" and nproc > torch.cuda.device_count():
+            raise UserError(f"train.nproc: got {nproc}, but torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                            "use at most one process per GPU")
+        results = distributed.launch(train_worker, nproc, model.cpu(), criterion.cpu(), ctx, epochs, lr,
                                      str(live_dir), precision)
         if len({fingerprint for fingerprint, _, _ in results.values()}) > 1:
             raise RuntimeError(f"data-parallel training went out of sync: the {nproc} ranks ended with "
@@ -109,7 +113,7 @@ def _train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr
         return fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, compute, live)
 
 
-def _train_rank(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+def train_worker(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
                 live_dir: str, precision: str) -> tuple[str, dict | None, dict | None]:
     """One data-parallel worker: every rank returns its weights' fingerprint, rank 0 also the weights
     (on CPU) and the training info."""
