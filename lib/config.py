@@ -58,6 +58,9 @@ class TrainConfig:
     augment: bool
     class_weights: Literal["none", "balanced"]
     monitor: Literal["accuracy", "balanced_accuracy", "auc", "f1_macro"]
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 needs CUDA; checked with the device
+    workers: int = field(default=0, metadata=between(0, 64))
+    nproc: int = field(default=1, metadata=between(1, 64))
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class DistillConfig:
     alpha: float = field(metadata=between(0.0, 1.0))
     epochs: int = field(metadata=between(1, 10_000))
     lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 @dataclass(frozen=True)

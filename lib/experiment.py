@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib import distributed
 from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
+from lib.errors import UserError
 from lib.metrics import agreement, classification_metrics
 from lib.models import ModelSpec, build_from_spec
 from lib.runtimes import predict
-from lib.training import (DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
+from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
                           resolve_device, seed_everything)
 
 
@@ -42,12 +46,15 @@ class Context:
 
 
 def setup(processed_dir: str | Path) -> Context:
-    """Validate params, fix the seeds, pick the device and load the processed splits."""
+    """Validate params (the precisions against the device too), fix the seeds, load the processed splits."""
     params = load_params()
     seed_everything(params.seed)
+    device = resolve_device(params.device)
+    for precision in (params.train.precision, params.distill.precision):
+        Compute(device, precision)
     meta = load_meta(processed_dir)
     splits = {split: load_split(processed_dir, split) for split in SPLITS}
-    return Context(params, meta, resolve_device(params.device), splits)
+    return Context(params, meta, device, splits)
 
 
 def hard_label_loss(ctx: Context) -> HardLabelLoss:
@@ -60,23 +67,67 @@ def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
     cfg = ctx.params.train
     return DistillationLoss(teacher, ctx.params.distill.temperature, ctx.params.distill.alpha,
                             class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
-                            cfg.label_smoothing)
+                            cfg.label_smoothing, teacher_precision=cfg.precision)
 
 
 def train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
-          live_dir: str | Path) -> tuple[nn.Module, dict]:
-    """Train on the train split, keep the best epoch on val, log curves with dvclive into `live_dir`."""
+          live_dir: str | Path, precision: str) -> tuple[nn.Module, dict]:
+    """Train on the train split, keep the best epoch on val, log curves with dvclive into `live_dir`.
+
+    With `train.nproc` > 1 the training runs data-parallel on that many processes; this process then
+    receives rank 0's best weights and carries on alone (scoring, writing) as with one process.
+    """
+    start = time.perf_counter()
+    nproc = ctx.params.train.nproc
+    if nproc == 1:
+        model, info = _train(model, criterion, ctx, epochs, lr, live_dir, precision)
+    else:
+        if ctx.device.type == "cuda" and nproc > torch.cuda.device_count():
+            raise UserError(f"train.nproc: got {nproc}, but torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                            "use at most one process per GPU")
+        results = distributed.launch(train_worker, nproc, model.cpu(), criterion.cpu(), ctx, epochs, lr,
+                                     str(live_dir), precision)
+        if len({fingerprint for fingerprint, _, _ in results.values()}) > 1:
+            raise RuntimeError(f"data-parallel training went out of sync: the {nproc} ranks ended with "
+                               "different weights")
+        _, state, info = results[0]
+        model.load_state_dict(state)
+        model = model.to(ctx.device).eval()
+    info["train_seconds"] = round(time.perf_counter() - start, 1)
+    return model, info
+
+
+def _train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+           live_dir: str | Path, precision: str) -> tuple[nn.Module, dict]:
     from dvclive import Live
 
     cfg = ctx.params.train
     loader = make_loader(*ctx.splits["train"], ctx.meta, cfg.batch_size, shuffle=True,
-                         augment=cfg.augment, seed=ctx.params.seed)
+                         augment=cfg.augment, seed=ctx.params.seed, device=ctx.device, workers=cfg.workers,
+                         rank=distributed.rank(), world_size=distributed.world_size())
     schedule = Schedule(epochs, lr, cfg.weight_decay, cfg.monitor)
-    start = time.perf_counter()
+    compute = Compute(ctx.device, precision)
+    if not distributed.is_main():
+        return fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, compute)
     with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-        model, info = fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, ctx.device, live)
-    info["train_seconds"] = round(time.perf_counter() - start, 1)
-    return model, info
+        return fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, compute, live)
+
+
+def train_worker(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+                live_dir: str, precision: str) -> tuple[str, dict | None, dict | None]:
+    """One data-parallel worker: every rank returns its weights' fingerprint, rank 0 also the weights
+    (on CPU) and the training info."""
+    device = distributed.init(ctx.device)
+    try:
+        seed_everything(ctx.params.seed + distributed.rank())  # own augmentation and dropout per rank
+        ctx = dataclasses.replace(ctx, device=device)
+        model, info = _train(model, criterion, ctx, epochs, lr, live_dir, precision)
+        state = model.cpu().state_dict()
+        if distributed.is_main():
+            return distributed.fingerprint(state), state, info
+        return distributed.fingerprint(state), None, None
+    finally:
+        distributed.close()
 
 
 def score(model: nn.Module, ctx: Context, splits: tuple[str, ...] = ("val", "test")) -> dict:
@@ -90,7 +141,10 @@ def score(model: nn.Module, ctx: Context, splits: tuple[str, ...] = ("val", "tes
 
 
 def run_info(ctx: Context) -> dict:
-    return {"seed": ctx.params.seed, "device": ctx.device.type}
+    """Seed, device, and the peak resident memory of this process or of its training workers."""
+    peak_kb = max(resource.getrusage(who).ru_maxrss
+                  for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"seed": ctx.params.seed, "device": ctx.device.type, "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def check_parity(reference: np.ndarray, probs: np.ndarray, what: str,

@@ -20,7 +20,8 @@ def main() -> None:
     ctx = setup(args.data)
     teacher, _ = load_checkpoint(args.teacher, ctx.device)
     arch, cfg = ctx.params.student, ctx.params.distill
-    model, info = train(ctx.build(arch), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr, args.live)
+    model, info = train(ctx.build(arch), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr, args.live,
+                        cfg.precision)
     save_checkpoint(model, ctx.spec(arch), args.model)
     write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **score(model, ctx)})
 

@@ -37,7 +37,7 @@ def main() -> None:
     }
     teacher, _ = load_checkpoint(args.teacher, ctx.device)
     model, report["finetune"] = train(model, distillation_loss(ctx, teacher), ctx, cfg.finetune_epochs,
-                                      cfg.lr, args.live)
+                                      cfg.lr, args.live, ctx.params.distill.precision)
     report["finetuned"] = score(model, ctx)
     save_checkpoint(model, spec, args.model)
     write_json(args.metrics, report)

@@ -18,8 +18,8 @@ def main() -> None:
 
     ctx = setup(args.data)
     arch = ctx.params.teacher
-    model, info = train(ctx.build(arch), hard_label_loss(ctx), ctx, ctx.params.train.epochs,
-                        ctx.params.train.lr, args.live)
+    cfg = ctx.params.train
+    model, info = train(ctx.build(arch), hard_label_loss(ctx), ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
     save_checkpoint(model, ctx.spec(arch), args.model)
     write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **score(model, ctx)})
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.augment import RandomAffineBatch
 from lib.data import make_loader
+from lib.errors import UserError
+from lib.experiment import run_info
 from lib.models import build
-from lib.training import (DistillationLoss, HardLabelLoss, Schedule, class_weights, distillation_loss,
-                          fit, resolve_device, seed_everything)
+from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights,
+                          distillation_loss, fit, resolve_device, seed_everything, train_one_epoch)
+
+CPU = Compute(torch.device("cpu"))
 
 
 @pytest.fixture
@@ -152,25 +159,159 @@ def test_class_weights_none_mode_returns_none():
     assert class_weights(np.array([0, 1, 1]), 2, "none") is None
 
 
-def _toy_split(rng, n):
+def _toy_split(rng, n, channels=1):
     labels = np.arange(n) % 2
+    shape = (n, 8, 8, channels)
     images = np.where(labels[:, None, None, None] == 0,
-                      rng.integers(0, 90, (n, 8, 8, 1)), rng.integers(160, 256, (n, 8, 8, 1))).astype(np.uint8)
+                      rng.integers(0, 90, shape), rng.integers(160, 256, shape)).astype(np.uint8)
     return images, labels.astype(np.int64)
 
 
-def test_fit_one_epoch_returns_eval_model_and_best_epoch():
+TOY_META = {"classes": ["dark", "bright"], "mean": [0.5], "std": [0.35], "channels": 1, "image_size": 8}
+
+
+def _fit_toy(compute: Compute, criterion: nn.Module | None = None, model: nn.Module | None = None,
+             channels: int = 1) -> tuple[nn.Module, dict, dict]:
     seed_everything(0)
     rng = np.random.default_rng(0)
-    train, val = _toy_split(rng, 16), _toy_split(rng, 8)
-    meta = {"classes": ["dark", "bright"], "mean": [0.5], "std": [0.35], "channels": 1, "image_size": 8}
-    loader = make_loader(*train, meta, batch_size=8, shuffle=True, seed=0)
-    model = build("mobilenetv2", 2, 1, 8)
+    train, val = _toy_split(rng, 16, channels), _toy_split(rng, 8, channels)
+    meta = {**TOY_META, "mean": [0.5] * channels, "std": [0.35] * channels, "channels": channels}
+    loader = make_loader(*train, meta, batch_size=8, shuffle=True, augment=True, seed=0)
+    model = model or build("mobilenetv2", 2, channels, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model, info = fit(model, HardLabelLoss(), loader, val, meta,
-                      Schedule(epochs=1, lr=1e-3, weight_decay=0.0, monitor="auc"), torch.device("cpu"))
+    model, info = fit(model, criterion or HardLabelLoss(), loader, val, meta,
+                      Schedule(epochs=1, lr=1e-3, weight_decay=0.0, monitor="auc"), compute)
+    return model, info, before
+
+
+def test_fit_one_epoch_returns_eval_model_and_best_epoch():
+    model, info, before = _fit_toy(CPU)
     assert not any(m.training for m in model.modules())
     assert info["best_epoch"] == 1
     assert 0.0 <= info["best_val_auc"] <= 1.0
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+
+
+def test_fit_reports_throughput_epoch_time_and_precision():
+    _, info, _ = _fit_toy(CPU)
+    assert info["precision"] == "fp32"
+    assert info["images_per_s"] > 0 and info["epoch_seconds"] > 0
+
+
+class FormatSpy(HardLabelLoss):
+    """Records the memory format of the batches and of the stem's weights during training."""
+
+    def __init__(self, stem: nn.Conv2d):
+        super().__init__()
+        self.stem = [stem]  # a list: not a submodule, so `fit` does not move or convert it
+
+    def forward(self, logits, images, labels):
+        self.seen = (images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous(),
+                     self.stem[0].weight.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(logits, images, labels)
+
+
+def test_fit_trains_channels_last_and_returns_contiguous_weights():
+    model = build("mobilenetv2", 2, 3, 8)  # 3 channels: NCHW and NHWC strides differ
+    spy = FormatSpy(model.features[0][0])
+    model, _, _ = _fit_toy(CPU, spy, model, channels=3)
+    assert spy.seen == (True, True)
+    assert all(p.is_contiguous() for p in model.parameters())  # ready for pruning and export
+
+
+def test_bf16_training_step_runs_with_finite_loss_and_fp32_weights():
+    seed_everything(0)
+    images, labels = _toy_split(np.random.default_rng(1), 16)
+    loader = make_loader(images, labels, TOY_META, batch_size=8, shuffle=True)
+    model = build("mobilenetv2", 2, 1, 8).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    compute = Compute(torch.device("cpu"), "bf16")
+    before = model.classifier[1].weight.clone()
+    loss = train_one_epoch(model, HardLabelLoss(), optimizer, scheduler, loader, compute, compute.grad_scaler())
+    assert np.isfinite(loss) and loss > 0
+    assert model.classifier[1].weight.dtype == torch.float32
+    assert not torch.equal(before, model.classifier[1].weight)
+
+
+def test_bf16_autocast_computes_in_bfloat16():
+    with Compute(torch.device("cpu"), "bf16").autocast():
+        assert nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.bfloat16
+    with CPU.autocast():
+        assert nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.float32
+
+
+def test_fp16_on_cpu_is_refused_with_a_clear_message():
+    with pytest.raises(UserError, match="fp16.*CUDA"):
+        Compute(torch.device("cpu"), "fp16")
+
+
+class PrecisionSpy(nn.Module):
+    """A teacher that records the autocast and inference-mode state it runs under."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        self.seen = (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+                     torch.is_inference_mode_enabled())
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("precision, autocast", [("fp32", False), ("bf16", torch.bfloat16)])
+def test_teacher_runs_in_inference_mode_at_its_own_precision(precision, autocast):
+    teacher = PrecisionSpy()
+    criterion = DistillationLoss(teacher, temperature=2.0, alpha=0.5, teacher_precision=precision)
+    student = nn.Linear(4, 3)
+    images, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    with Compute(torch.device("cpu"), "bf16").autocast():  # the student's precision does not leak in
+        loss = criterion(student(images), images, labels)
+    loss.backward()
+    assert teacher.seen == (autocast, True)
+    assert student.weight.grad is not None
+
+
+def test_loader_for_cuda_pins_memory_and_uses_the_asked_workers():
+    images, labels = _toy_split(np.random.default_rng(0), 8)
+    loader = make_loader(images, labels, TOY_META, 4, device=torch.device("cuda"), workers=2)
+    assert loader.pin_memory and loader.num_workers == 2 and loader.persistent_workers
+
+
+def test_loader_on_cpu_loads_in_process_without_pinning():
+    images, labels = _toy_split(np.random.default_rng(0), 8)
+    loader = make_loader(images, labels, TOY_META, 4, device=torch.device("cpu"))
+    assert not loader.pin_memory and loader.num_workers == 0
+
+
+def test_loader_shards_are_disjoint_and_cover_the_split():
+    images, labels = _toy_split(np.random.default_rng(0), 10)
+    labels = np.arange(10)  # labels as ids, to see which samples each rank gets
+    shards = [torch.cat([b for _, b in make_loader(images, labels, TOY_META, 4, shuffle=True, seed=3,
+                                                   rank=r, world_size=2)]).tolist() for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+
+
+def test_augmented_loader_jitters_each_image_differently():
+    images = np.tile(np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1) * 4, (6, 1, 1, 1))
+    torch.manual_seed(0)
+    batch, _ = next(iter(make_loader(images, np.zeros(6, dtype=np.int64), TOY_META, 6, augment=True)))
+    assert batch.shape == (6, 1, 8, 8)
+    assert all(not torch.allclose(batch[0], batch[i]) for i in range(1, 6))
+
+
+def test_random_affine_without_range_is_identity_and_border_is_fill():
+    images = torch.randn(3, 2, 8, 8)
+    assert torch.allclose(RandomAffineBatch(0, 0.0, (1.0, 1.0), [0.0, 0.0])(images), images, atol=1e-5)
+    shrunk = RandomAffineBatch(0, 0.0, (0.5, 0.5), [-1.5, 2.0])(images)
+    assert torch.allclose(shrunk[:, 0, 0, 0], torch.tensor(-1.5)) and torch.allclose(shrunk[:, 1, 0, 0],
+                                                                                     torch.tensor(2.0))
+
+
+def test_run_info_records_peak_memory():
+    ctx = types.SimpleNamespace(params=types.SimpleNamespace(seed=7), device=torch.device("cpu"))
+    info = run_info(ctx)
+    assert info["seed"] == 7 and info["device"] == "cpu"
+    assert 10 < info["peak_rss_mb"] < 1_000_000
