@@ -459,17 +459,12 @@ def normalize(images: np.ndarray, meta: dict) -> np.ndarray:
 
 
 class ImageDataset(Dataset):
-    """uint8 NHWC arrays → normalised CHW float tensors, with optional light augmentation."""
+    """uint8 NHWC arrays → normalised CHW float tensors (augmentation is applied per batch, by the loader)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, meta: dict, augment: bool):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, meta: dict):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view: no copy, memory-mapped stays so
         self.labels = torch.from_numpy(labels)
-        steps = [v2.ToDtype(torch.float32, scale=True)]
-        if augment:
-            # Small geometric jitter suits medical images, where colour and flips can change meaning.
-            steps.append(v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)))
-        steps.append(v2.Normalize(meta["mean"], meta["std"]))
-        self.transform = v2.Compose(steps)
+        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(meta["mean"], meta["std"])])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -488,7 +483,7 @@ def make_loader(images: np.ndarray, labels: np.ndarray, meta: dict, batch_size: 
     `device` batches also go into pinned memory so the copy to the GPU can overlap compute.
     With `world_size` > 1 each rank reads its own shard (DistributedSampler, shuffled with `seed`).
     """
-    dataset = ImageDataset(images, labels, meta, augment=False)
+    dataset = ImageDataset(images, labels, meta)
     collate = None
     if augment:
         # Small geometric jitter suits medical images, where colour and flips can change meaning.

@@ -2,6 +2,7 @@
 
 import argparse
 
+from lib import checks
 from lib.cli import run
 from lib.experiment import distillation_loss, run_info, score, setup, train
 from lib.io import write_json
@@ -23,7 +24,9 @@ def main() -> None:
     model, info = train(ctx.build(arch), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr, args.live,
                         cfg.precision)
     save_checkpoint(model, ctx.spec(arch), args.model)
-    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **score(model, ctx)})
+    scores = score(model, ctx)
+    warnings = checks.announce(checks.single_class_warnings(f"student {arch}", scores))
+    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})
 
 
 if __name__ == "__main__":

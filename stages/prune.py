@@ -2,6 +2,7 @@
 
 import argparse
 
+from lib import checks
 from lib.cli import run
 from lib.experiment import distillation_loss, run_info, score, setup, train
 from lib.io import write_json
@@ -39,6 +40,8 @@ def main() -> None:
     model, report["finetune"] = train(model, distillation_loss(ctx, teacher), ctx, cfg.finetune_epochs,
                                       cfg.lr, args.live, ctx.params.distill.precision)
     report["finetuned"] = score(model, ctx)
+    report["warnings"] = checks.announce(checks.single_class_warnings("fine-tuned pruned student",
+                                                                      report["finetuned"]))
     save_checkpoint(model, spec, args.model)
     write_json(args.metrics, report)
 

@@ -2,6 +2,7 @@
 
 import argparse
 
+from lib import checks
 from lib.cli import run
 from lib.experiment import hard_label_loss, run_info, score, setup, train
 from lib.io import write_json
@@ -21,7 +22,9 @@ def main() -> None:
     cfg = ctx.params.train
     model, info = train(ctx.build(arch), hard_label_loss(ctx), ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
     save_checkpoint(model, ctx.spec(arch), args.model)
-    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **score(model, ctx)})
+    scores = score(model, ctx)
+    warnings = checks.announce(checks.single_class_warnings(f"teacher {arch}", scores))
+    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})
 
 
 if __name__ == "__main__":

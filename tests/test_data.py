@@ -517,7 +517,7 @@ def test_image_dataset_gives_normalised_chw_floats():
     images = rng.integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
     labels = np.array([0, 1, 0, 1, 1])
     meta = {"mean": [0.1, 0.5, 0.9], "std": [0.2, 0.25, 0.5]}
-    ds = ImageDataset(images, labels, meta, augment=False)
+    ds = ImageDataset(images, labels, meta)
     assert len(ds) == 5
     x, y = ds[3]
     assert x.dtype == torch.float32 and x.shape == (3, 6, 6)
@@ -556,12 +556,13 @@ def test_make_loader_shuffle_is_seeded():
 def test_augment_changes_images_but_keeps_shape():
     rng = np.random.default_rng(12)
     images = rng.integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+    labels = np.zeros(4, dtype=np.int64)
     meta = {"mean": [0.5], "std": [0.3]}
     torch.manual_seed(0)
-    plain = ImageDataset(images, np.zeros(4, dtype=np.int64), meta, augment=False)
-    augmented = ImageDataset(images, np.zeros(4, dtype=np.int64), meta, augment=True)
-    assert augmented[0][0].shape == plain[0][0].shape == (1, 16, 16)
-    assert any(not torch.equal(augmented[i][0], plain[i][0]) for i in range(4))
+    plain, _ = next(iter(make_loader(images, labels, meta, batch_size=4)))
+    augmented, _ = next(iter(make_loader(images, labels, meta, batch_size=4, augment=True)))
+    assert augmented.shape == plain.shape == (4, 1, 16, 16)
+    assert any(not torch.equal(augmented[i], plain[i]) for i in range(4))
 
 
 def test_memory_mapped_split_feeds_the_loader_and_predict_path_without_warnings(tmp_path, small_arrays,
