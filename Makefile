@@ -32,8 +32,12 @@ seeds: setup          ## queue the pipeline once per seed in SEEDS and run the q
 	for s in $(SEEDS); do dvc exp run --queue -S seed=$$s; done
 	dvc exp run --run-all
 
-compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar within runs
-	python -m lib.compare --md results/compare.md --plot results/compare.png --json results/compare.json
+compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar per run; into the README
+	mkdir -p plots/compare
+	dvc exp show --json > plots/compare/experiments.json
+	python -m lib.compare --exps plots/compare/experiments.json --md plots/compare/compare.md \
+		--plot plots/compare/compare.png --json plots/compare/compare.json
+	python -m lib.report README.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from lib import cli
 from lib.errors import UserError
 from lib.io import atomic_path, write_json
 
@@ -419,7 +420,7 @@ def plot(report: dict, metric: str, out: str | Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exps", help="`dvc exp show --json` output; default: run it in the current repository")
-    parser.add_argument("--metric", action="append", help=f"`<artifact>.<metric>` to tabulate and test "
+    parser.add_argument("--metric", action="append", help="`<artifact>.<metric>` to tabulate and test "
                         "(repeatable); default: int8 TFLite quality, size and latency, teacher/student/pruned quality")
     parser.add_argument("--baseline", help="recipe label or experiment name to compare others with; "
                         "default: the recipe of the current commit")
@@ -448,6 +449,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from lib.cli import run
-
-    run(main)
+    cli.run(main)

@@ -1,7 +1,7 @@
 """The results table of `metrics/benchmark.json`: printed after a run, or written into the README.
 
     python -m lib.report                 # print the table (what `make repro` ends with)
-    python -m lib.report README.md       # rewrite the README's table between its two markers
+    python -m lib.report README.md       # rewrite the README's results (and multi-seed) blocks
     python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
 The table is generated from the metrics of a real run, never typed by hand.
@@ -13,9 +13,12 @@ import argparse
 import subprocess
 from pathlib import Path
 
+from lib import cli
+from lib.errors import UserError
 from lib.io import read_json
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+RESULTS_BLOCK, SEEDS_BLOCK = "results", "seeds"
+SEEDS_REPORT = Path("plots/compare/compare.md")  # written by `make compare` (lib.compare)
 
 # `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. These
 # patterns keep the figures a person compares first, plus whatever params differ between experiments.
@@ -56,13 +59,23 @@ def results_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, bench: dict) -> None:
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{readme} has no {START} … {END} block to fill")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{results_table(bench)}\n{END}{tail}")
+def fill_block(text: str, block: str, content: str) -> str:
+    """Replace what lies between `<!-- block:start -->` and `<!-- block:end -->`."""
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    if start not in text or end not in text:
+        raise UserError(f"the README has no {start} … {end} block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{content}\n{end}{tail}"
+
+
+def update_readme(readme: Path, bench: dict, seeds_report: str | None = None) -> None:
+    """The results table; and the multi-seed comparison, its headings nested under the README's section."""
+    text = fill_block(readme.read_text(), RESULTS_BLOCK, results_table(bench))
+    if seeds_report is not None:
+        nested = "\n".join(f"##{line}" if line.startswith("#") else line for line in seeds_report.splitlines())
+        text = fill_block(text, SEEDS_BLOCK, nested)
+    readme.write_text(text)
 
 
 def show_experiments() -> None:
@@ -78,10 +91,11 @@ def main() -> None:
     if args.experiments:
         show_experiments()
     elif args.readme:
-        update_readme(args.readme, read_json("metrics/benchmark.json"))
+        update_readme(args.readme, read_json("metrics/benchmark.json"),
+                      SEEDS_REPORT.read_text() if SEEDS_REPORT.exists() else None)
     else:
         print(results_table(read_json("metrics/benchmark.json")))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -84,15 +84,20 @@ def tiny_meta() -> dict:
     return {"classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25], "channels": 1, "image_size": 8}
 
 
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+def tool_env() -> dict:
+    """The environment of a subprocess that must find this interpreter's `dvc` and `python`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
 
 def tiny_arrays(dest: Path, per_split: dict[str, int]) -> None:
     """A few hundred real PneumoniaMNIST images, stratified, written as the `arrays` source."""
+    dest.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     with np.load(ROOT / "data/raw/pneumoniamnist.npz") as npz:
         for split, n in per_split.items():
@@ -104,32 +109,51 @@ def tiny_arrays(dest: Path, per_split: dict[str, int]) -> None:
     (dest / "classes.txt").write_text("normal\npneumonia\n")
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("project")
+def copy_pipeline(dest: Path) -> Path:
+    """The pipeline (dvc.yaml, params, lib, stages) in `dest`, as a user's checkout has it."""
+    dest.mkdir(parents=True, exist_ok=True)
     for item in ("dvc.yaml", "params.yaml", ".dvcignore", "lib", "stages"):
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
-    (repo / "data/tiny").mkdir(parents=True)
-    tiny_arrays(repo / "data/tiny", {"train": 240, "val": 80, "test": 80})
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
 
+
+def edit_params(repo: Path, **sections: dict) -> None:
+    """Update params.yaml section by section, e.g. `edit_params(repo, train={"epochs": 1})`."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["dataset"].update(source="arrays", root="data/tiny", name=None)
-    params["train"].update(epochs=1, batch_size=64)
-    params["distill"]["epochs"] = 1
-    params["prune"]["finetune_epochs"] = 1
-    params["quantize"]["calibration_samples"] = 16
-    params["benchmark"].update(warmup=1, runs=3, throughput_batch=8, throughput_runs=2, bootstrap_samples=20)
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "ci@example.com"], repo)
-    run(["git", "config", "user.name", "ci"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
-    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # the project's plot templates
+
+def init_repo(repo: Path) -> None:
+    """A git + DVC repository with the project's plot templates and everything committed."""
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"]):
+        run(cmd, repo)
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny project"], repo)  # dvclive needs a first commit
+
+
+def tiny_project(repo: Path, per_split: dict[str, int], **sections: dict) -> Path:
+    """The pipeline on a few real images (`arrays` source), `sections` of params changed, committed."""
+    copy_pipeline(repo)
+    tiny_arrays(repo / "data/tiny", per_split)
+    edit_params(repo, dataset={"source": "arrays", "root": "data/tiny", "name": None}, **sections)
+    init_repo(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """The whole DAG run once by `dvc repro` on tiny data, shared by the end-to-end tests."""
+    repo = tiny_project(
+        tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80},
+        train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1}, prune={"finetune_epochs": 1},
+        quantize={"calibration_samples": 16},
+        benchmark={"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2, "bootstrap_samples": 20})
     result = run(["dvc", "repro"], repo)
     (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)  # .dvc/tmp is not tracked
     return repo

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import runpy
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from onnx import TensorProto, helper
 
 from lib import data
@@ -19,39 +16,23 @@ from lib.cli import EXIT_USER_ERROR, run
 from lib.config import load_params
 from lib.errors import UserError
 from lib.runtimes import predict
-from conftest import ROOT
+from conftest import ROOT, copy_pipeline, edit_params, init_repo, tool_env
 
 META = {"classes": ["a", "b"], "mean": [0.5], "std": [0.25], "channels": 1, "image_size": 4}
 IMAGES = np.zeros((2, 4, 4, 1), dtype=np.uint8)
 
 
 def run_cmd(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    """Run a user's command and return its result, failed or not."""
+    return subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
     """The stages, lib and params in a throwaway folder, as a user's checkout has them."""
-    for item in ("dvc.yaml", "params.yaml", ".dvcignore", "lib", "stages"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    copy_pipeline(tmp_path)
     (tmp_path / "data/raw").mkdir(parents=True)
     return tmp_path
-
-
-def git_dvc_repo(repo: Path) -> None:
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "project"]):
-        assert run_cmd(cmd, repo).returncode == 0, cmd
-
-
-def edit_params(project: Path, section: str, key: str, value) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params.setdefault(section, {})[key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def prepare_data(project: Path) -> subprocess.CompletedProcess:
@@ -74,14 +55,14 @@ def test_yaml_syntax_error_is_one_line_naming_file_line_and_column(project):
 
 
 def test_out_of_range_value_is_one_line_naming_key_and_range(project):
-    edit_params(project, "prune", "ratio", 1.5)
+    edit_params(project, prune={"ratio": 1.5})
     message = assert_one_line_error(prepare_data(project))
     assert "prune.ratio" in message and "1.5" in message and "[0.0, 0.95]" in message
 
 
 def test_misspelled_key_stops_dvc_repro_before_any_training(project):
-    git_dvc_repo(project)
-    edit_params(project, "trian", "epochs", 1)  # what `dvc exp run -S +trian.epochs=1` writes
+    init_repo(project)
+    edit_params(project, trian={"epochs": 1})  # what `dvc exp run -S +trian.epochs=1` writes
     result = run_cmd(["dvc", "repro"], project)
     assert result.returncode != 0
     assert "error: params: unknown key(s) trian" in result.stderr
@@ -90,7 +71,7 @@ def test_misspelled_key_stops_dvc_repro_before_any_training(project):
 
 
 def test_misspelled_set_param_is_refused_by_dvc(project):
-    git_dvc_repo(project)
+    init_repo(project)
     result = run_cmd(["dvc", "exp", "run", "-S", "trian.epochs=1"], project)
     assert result.returncode != 0 and "trian" in result.stderr
     assert "Running stage" not in result.stdout

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HEADLINE_KEYS = {"acc", "auc", "f1", "kb", "mmacs", "ms", "x_smaller", "x_faster"}
 
 
@@ -71,3 +73,24 @@ def test_plots_name_each_artifact_in_a_legend(project):
     assert '"field": "artifact"' in page  # ROC and trade-off points coloured by artifact, with a legend
     assert "INT8 model of each experiment" in page
     assert '"text": {"field": "xy_count"' in page  # confusion matrices print their counts
+
+
+def test_readme_blocks_are_filled_and_seed_headings_nested(tmp_path, project):
+    from lib.report import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\n## Seeds\n"
+                      "<!-- seeds:start -->\n<!-- seeds:end -->\ntail\n")
+    bench = json.loads((project / "metrics/benchmark.json").read_text())
+    update_readme(readme, bench, "# Experiments compared\n\n| a |\n")
+    text = readme.read_text()
+    assert "old" not in text and "| `int8_tflite` |" in text
+    assert "\n### Experiments compared\n" in text and text.endswith("tail\n")
+
+
+def test_readme_without_a_block_is_a_user_error(tmp_path):
+    from lib.errors import UserError
+    from lib.report import fill_block
+
+    with pytest.raises(UserError, match="results:start"):
+        fill_block("no markers here", "results", "table")
