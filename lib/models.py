@@ -1,4 +1,4 @@
-"""Model registry: `build(name, num_classes, in_channels, image_size, width)` is the only way a stage gets a network.
+"""Model registry: `build(name, num_classes, in_channels, image_size, width)` is how a stage gets a network.
 
 Builders wrap torchvision architectures (no pretrained weights: nothing is downloaded) and adapt the stem:
 any channel count, and for small inputs (MedMNIST's 28–64 px) no early stride or max-pool, which would
@@ -55,11 +55,11 @@ def architecture(name: str) -> Architecture:
     return _REGISTRY[name]
 
 
-def check_width(name: str, width: float) -> None:
+def check_width(name: str, width: float, key: str = "width") -> None:
     widths = architecture(name).widths
     if width not in widths:
-        raise UserError(f"width: got {width} for {name}; it supports "
-                        f"{', '.join(map(str, widths)) if len(widths) > 1 else 'only 1.0 (no width multiplier)'}")
+        supported = ", ".join(map(str, widths)) if len(widths) > 1 else "only 1.0 (no width multiplier)"
+        raise UserError(f"{key}: got {width} for {name}; it supports {supported}")
 
 
 def check_student(name: str, width: float = 1.0) -> None:
@@ -67,7 +67,7 @@ def check_student(name: str, width: float = 1.0) -> None:
     reason = architecture(name).teacher_only
     if reason:
         raise UserError(f"student: {name} cannot be a student: {reason}; use it as a teacher only")
-    check_width(name, width)
+    check_width(name, width, key="student_width")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,6 @@ register("mobilenetv2", widths=(0.35, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet
 register("mobilenetv3_small", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
 register("mobilenetv3_large", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
 register("regnet_y_400mf")(_first_conv(tvm.regnet_y_400mf, "stem.0"))
-register("convnext_tiny")(_first_conv(tvm.convnext_tiny, "features.0.0"))
 
 _SHUFFLENET = {0.5: tvm.shufflenet_v2_x0_5, 1.0: tvm.shufflenet_v2_x1_0,
                1.5: tvm.shufflenet_v2_x1_5, 2.0: tvm.shufflenet_v2_x2_0}
@@ -212,7 +211,6 @@ _SHAPE_ATTRS = {
     nn.Conv2d: ("in_channels", "out_channels", "groups"),
     nn.BatchNorm2d: ("num_features",),
     nn.Linear: ("in_features", "out_features"),
-    nn.LayerNorm: ("normalized_shape",),
 }
 
 
