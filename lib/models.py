@@ -87,11 +87,26 @@ def build(name: str, num_classes: int, in_channels: int, image_size: int, width:
         raise UserError(f"num_classes: got {num_classes}; a classifier needs at least 2 classes")
     if in_channels not in (1, 3):
         raise UserError(f"in_channels: got {in_channels}; expected 1 (grayscale) or 3 (RGB)")
-    return entry.builder(num_classes, in_channels, image_size < SMALL_INPUT, width)
+    model = entry.builder(num_classes, in_channels, image_size < SMALL_INPUT, width)
+    _standard_batch_norm_momentum(model)
+    return model
 
 
 def build_from_spec(spec: ModelSpec) -> nn.Module:
     return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
+
+
+def _standard_batch_norm_momentum(model: nn.Module) -> None:
+    """Batch-norm running statistics that follow a training of a few epochs (PyTorch's momentum, 0.1).
+
+    torchvision's MobileNetV3 (0.01) and MNASNet (0.0003) keep the slow averages of TensorFlow's
+    ImageNet recipes. After a few epochs their running statistics are still near their initial values,
+    so in eval mode the logits barely vary between images (spread ~1e-5): AUC survives in float, but
+    INT8 rounds every output to the same value (constant prediction, AUC 0.5).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
 
 
 def _adapt_stem(model: nn.Module, path: str, in_channels: int, small: bool) -> None:
