@@ -6,7 +6,7 @@ export PATH := $(BIN):$(PATH)
 
 SEEDS ?= 43 44
 
-.PHONY: setup repro test report exps seeds compare clean-venv
+.PHONY: setup repro test test-all report exps seeds compare clean-venv
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,10 @@ repro: setup          ## set up, then run the default pipeline and print the res
 	dvc repro
 	python -m lib.report
 
-test: setup           ## set up, then run the unit and end-to-end tests
+test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones)
+	python -m pytest -m "not slow" tests
+
+test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
 	python -m pytest tests
 
 report: setup         ## rewrite the README's results table from metrics/

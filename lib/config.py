@@ -123,13 +123,16 @@ class Params:
     quantize: QuantizeConfig
     benchmark: BenchmarkConfig
     explain: ExplainConfig
+    student_width: float = 1.0  # width multiplier of the student, where its architecture has one
 
     def __post_init__(self) -> None:
+        """Refuse, before any work, a model the registry does not know or a student the chain cannot compress."""
         for role in ("teacher", "student"):
             name = getattr(self, role)
             if name not in models.available():
                 raise UserError(f"{role}: unknown model {name!r}; valid names are "
                                 f"{', '.join(models.available())}")
+        models.check_student(self.student, self.student_width)
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -34,11 +34,11 @@ class Context:
     def num_classes(self) -> int:
         return len(self.meta["classes"])
 
-    def spec(self, arch: str) -> ModelSpec:
-        return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"])
+    def spec(self, arch: str, width: float = 1.0) -> ModelSpec:
+        return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"], width)
 
-    def build(self, arch: str) -> nn.Module:
-        return build_from_spec(self.spec(arch))
+    def build(self, arch: str, width: float = 1.0) -> nn.Module:
+        return build_from_spec(self.spec(arch, width))
 
     def example_input(self) -> torch.Tensor:
         size = self.meta["image_size"]

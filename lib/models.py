@@ -1,13 +1,15 @@
-"""Model registry: `build(name, num_classes, in_channels, image_size)` is the only way a stage gets a network.
+"""Model registry: `build(name, num_classes, in_channels, image_size, width)` is how a stage gets a network.
 
 Builders wrap torchvision architectures (no pretrained weights: nothing is downloaded) and adapt the stem:
 any channel count, and for small inputs (MedMNIST's 28–64 px) no early stride or max-pool, which would
-collapse a 28 px image to a 7 px feature map before the first residual block.
-Registering a new architecture is one decorated function.
+collapse a 28 px image to a 7 px feature map before the first block.
+Registering a new architecture is one decorated function, which also declares the architecture's width
+multipliers and whether it can be a student (pruned, converted to TFLite and quantized to INT8).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,22 +18,56 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from lib.errors import UserError
 from lib.io import atomic_path
 
 SMALL_INPUT = 96  # below this size (px) the stem keeps full resolution
 
-_REGISTRY: dict[str, Callable[[int, int, bool], nn.Module]] = {}
+Builder = Callable[[int, int, bool, float], nn.Module]  # (num_classes, in_channels, small, width) → model
 
 
-def register(name: str):
-    def add(builder: Callable[[int, int, bool], nn.Module]):
-        _REGISTRY[name] = builder
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network and what the compression chain needs to know about it."""
+    builder: Builder
+    widths: tuple[float, ...] = (1.0,)
+    teacher_only: str = ""  # why it cannot be a student; empty when it can
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(name: str, *, widths: tuple[float, ...] = (1.0,), teacher_only: str = ""):
+    def add(builder: Builder) -> Builder:
+        _REGISTRY[name] = Architecture(builder, widths, teacher_only)
         return builder
     return add
 
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry of `name`; an unknown name lists the valid ones."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; valid names are {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def check_width(name: str, width: float, key: str = "width") -> None:
+    widths = architecture(name).widths
+    if width not in widths:
+        supported = ", ".join(map(str, widths)) if len(widths) > 1 else "only 1.0 (no width multiplier)"
+        raise UserError(f"{key}: got {width} for {name}; it supports {supported}")
+
+
+def check_student(name: str, width: float = 1.0) -> None:
+    """Raise `UserError` unless `name` at `width` can go through pruning, TFLite conversion and INT8."""
+    reason = architecture(name).teacher_only
+    if reason:
+        raise UserError(f"student: {name} cannot be a student: {reason}; use it as a teacher only")
+    check_width(name, width, key="student_width")
 
 
 @dataclass(frozen=True)
@@ -41,44 +77,64 @@ class ModelSpec:
     num_classes: int
     in_channels: int
     image_size: int
+    width: float = 1.0  # absent from checkpoints written before width multipliers existed
 
 
-def build(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid names are {', '.join(available())}")
+def build(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
+    entry = architecture(name)
+    check_width(name, width)
     if num_classes < 2:
-        raise ValueError(f"num_classes: got {num_classes}; a classifier needs at least 2 classes")
+        raise UserError(f"num_classes: got {num_classes}; a classifier needs at least 2 classes")
     if in_channels not in (1, 3):
-        raise ValueError(f"in_channels: got {in_channels}; expected 1 (grayscale) or 3 (RGB)")
-    return _REGISTRY[name](num_classes, in_channels, image_size < SMALL_INPUT)
+        raise UserError(f"in_channels: got {in_channels}; expected 1 (grayscale) or 3 (RGB)")
+    model = entry.builder(num_classes, in_channels, image_size < SMALL_INPUT, width)
+    _standard_batch_norm_momentum(model)
+    return model
 
 
 def build_from_spec(spec: ModelSpec) -> nn.Module:
-    return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size)
+    return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
 
 
-def _new_stem(conv: nn.Conv2d, in_channels: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, conv.out_channels, kernel_size=3, stride=stride, padding=1,
-                     bias=conv.bias is not None)
+def _standard_batch_norm_momentum(model: nn.Module) -> None:
+    """Batch-norm running statistics that follow a training of a few epochs (PyTorch's momentum, 0.1).
+
+    torchvision's MobileNetV3 (0.01) and MNASNet (0.0003) keep the slow averages of TensorFlow's
+    ImageNet recipes. After a few epochs their running statistics are still near their initial values,
+    so in eval mode the logits barely vary between images (spread ~1e-5): AUC survives in float, but
+    INT8 rounds every output to the same value (constant prediction, AUC 0.5).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
 
 
-def _resnet(builder: Callable[..., tvm.ResNet]):
-    def make(num_classes: int, in_channels: int, small: bool) -> nn.Module:
-        model = builder(weights=None, num_classes=num_classes)
-        if small:
-            model.conv1 = _new_stem(model.conv1, in_channels, stride=1)
-            model.maxpool = nn.Identity()
-        elif in_channels != 3:
-            model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        return model
-    return make
+def _adapt_stem(model: nn.Module, path: str, in_channels: int, small: bool) -> None:
+    """Replace the first convolution at `path`: 3×3 stride 1 for small inputs, else `in_channels` only."""
+    conv = model.get_submodule(path)
+    if small:
+        new = nn.Conv2d(in_channels, conv.out_channels, 3, stride=1, padding=1, bias=conv.bias is not None)
+    elif in_channels != conv.in_channels:
+        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        bias=conv.bias is not None)
+    else:
+        return
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr, new)
 
 
-def _mobilenet(builder: Callable[..., nn.Module]):
-    def make(num_classes: int, in_channels: int, small: bool) -> nn.Module:
-        model = builder(weights=None, num_classes=num_classes)
-        stem = model.features[0][0]
-        model.features[0][0] = _new_stem(stem, in_channels, stride=1 if small else 2)
+def _drop_pool(model: nn.Module, path: str, small: bool) -> None:
+    """Remove an early max-pool for small inputs."""
+    if small:
+        parent, _, attr = path.rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Identity())
+
+
+def _resnet(constructor: Callable[..., tvm.ResNet]) -> Builder:
+    def make(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+        model = constructor(weights=None, num_classes=num_classes)
+        _adapt_stem(model, "conv1", in_channels, small)
+        _drop_pool(model, "maxpool", small)
         return model
     return make
 
@@ -86,9 +142,86 @@ def _mobilenet(builder: Callable[..., nn.Module]):
 register("resnet18")(_resnet(tvm.resnet18))
 register("resnet34")(_resnet(tvm.resnet34))
 register("resnet50")(_resnet(tvm.resnet50))
-register("mobilenetv2")(_mobilenet(tvm.mobilenet_v2))
-register("mobilenetv3_small")(_mobilenet(tvm.mobilenet_v3_small))
-register("mobilenetv3_large")(_mobilenet(tvm.mobilenet_v3_large))
+
+
+def _vgg(constructor: Callable[..., tvm.VGG], config: str) -> Builder:
+    """VGG; for small inputs CIFAR-style: four max-pools and a global-average-pool + linear head.
+
+    Five pools would shrink a 28 px image below one pixel, and torchvision's 25088×4096 head (≈120 M
+    parameters) would classify a 1 px feature map copied 49 times by its 7×7 adaptive pool.
+    """
+    def make(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+        if not small:
+            model = constructor(weights=None, num_classes=num_classes)
+            _adapt_stem(model, "features.0", in_channels, False)
+            return model
+        features = tvm.vgg.make_layers(tvm.vgg.cfgs[config][:-1], batch_norm=True)  # without the last pool
+        _adapt_stem(features, "0", in_channels, False)
+        return nn.Sequential(OrderedDict(features=features, avgpool=nn.AdaptiveAvgPool2d(1),
+                                         flatten=nn.Flatten(), classifier=nn.Linear(512, num_classes)))
+    return make
+
+
+_VGG_TFLITE = ("onnx2tf's float TFLite of the pruned network does not reproduce its ONNX model "
+               "(top-1 agreement 62-81 %, |Δprob| up to 0.8; the unpruned network converts exactly)")
+register("vgg16_bn", teacher_only=_VGG_TFLITE)(_vgg(tvm.vgg16_bn, "D"))
+register("vgg19_bn", teacher_only=_VGG_TFLITE)(_vgg(tvm.vgg19_bn, "E"))
+
+
+@register("densenet121")
+def _densenet121(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+    model = tvm.densenet121(weights=None, num_classes=num_classes)
+    _adapt_stem(model, "features.conv0", in_channels, small)
+    _drop_pool(model, "features.pool0", small)
+    return model
+
+
+def _first_conv(constructor: Callable[..., nn.Module], stem: str, **options) -> Builder:
+    """Architectures whose only early downsampling is the stem convolution at `stem`."""
+    def make(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+        extra = {"width_mult": width} if width != 1.0 else {}
+        model = constructor(weights=None, num_classes=num_classes, **options, **extra)
+        _adapt_stem(model, stem, in_channels, small)
+        return model
+    return make
+
+
+register("efficientnet_b0")(_first_conv(tvm.efficientnet_b0, "features.0.0"))
+_B3_INT8 = ("its pruned network's INT8 TFLite does not follow the float model "
+            "(correlation 0.07, top-1 agreement 62 % in the chain test)")
+register("efficientnet_b3", teacher_only=_B3_INT8)(_first_conv(tvm.efficientnet_b3, "features.0.0"))
+register("mobilenetv2", widths=(0.35, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v2, "features.0.0"))
+register("mobilenetv3_small", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
+register("mobilenetv3_large", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
+register("regnet_y_400mf")(_first_conv(tvm.regnet_y_400mf, "stem.0"))
+
+_SHUFFLENET = {0.5: tvm.shufflenet_v2_x0_5, 1.0: tvm.shufflenet_v2_x1_0,
+               1.5: tvm.shufflenet_v2_x1_5, 2.0: tvm.shufflenet_v2_x2_0}
+_MNASNET = {0.5: tvm.mnasnet0_5, 0.75: tvm.mnasnet0_75, 1.0: tvm.mnasnet1_0, 1.3: tvm.mnasnet1_3}
+
+
+@register("shufflenet_v2", widths=tuple(_SHUFFLENET),
+          teacher_only="torch-pruning cannot trace ShuffleNetV2's channel shuffle (the reshape-transpose "
+                       "that interleaves its two branches fails in its dependency graph)")
+def _shufflenet_v2(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+    model = _SHUFFLENET[width](weights=None, num_classes=num_classes)
+    _adapt_stem(model, "conv1.0", in_channels, small)
+    _drop_pool(model, "maxpool", small)
+    return model
+
+
+@register("mnasnet", widths=tuple(_MNASNET))
+def _mnasnet(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+    model = _MNASNET[width](weights=None, num_classes=num_classes)
+    _adapt_stem(model, "layers.0", in_channels, small)
+    return model
+
+
+@register("squeezenet1_1")
+def _squeezenet1_1(num_classes: int, in_channels: int, small: bool, width: float) -> nn.Module:
+    model = tvm.squeezenet1_1(weights=None, num_classes=num_classes)
+    _adapt_stem(model, "features.0", in_channels, small)
+    return model
 
 
 # Layer attributes that pruning changes. Recording them (plain ints) beside the state dict lets a pruned
@@ -117,18 +250,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the architecture, reshape its layers as recorded (pruned or not), load the weights."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} not found: run the stage that writes it (dvc repro)")
+        raise UserError(f"model file {path} not found: run the stage that writes it (dvc repro)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec(**ckpt["spec"])
         layers, state = ckpt["layers"], ckpt["state_dict"]
     except Exception as err:
-        raise ValueError(f"{path} is not a checkpoint written by this project: {err}") from err
+        raise UserError(f"{path} is not a checkpoint written by this project: {err}") from err
     model = build_from_spec(spec)
     expected = set(model.state_dict())
     if set(state) != expected:
-        raise ValueError(f"{path}: weights do not match architecture {spec.arch!r} "
-                         f"(differing keys: {sorted(set(state) ^ expected)[:5]})")
+        raise UserError(f"{path}: weights do not match architecture {spec.arch!r} "
+                        f"(differing keys: {sorted(set(state) ^ expected)[:5]})")
     for name, attrs in layers.items():
         for attr, value in attrs.items():
             setattr(model.get_submodule(name), attr, value)

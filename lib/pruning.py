@@ -13,21 +13,37 @@ def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[in
     return int(macs), int(params)
 
 
+def grouped_convolutions(model: nn.Module) -> dict[nn.Module, int]:
+    """Grouped (not depthwise) convolutions and their group count: they must lose channels group by group.
+
+    Without this torch-pruning removes channels unevenly across groups (RegNet's group-width-8
+    convolutions) and the pruned layer no longer divides into its groups.
+    """
+    return {m: m.groups for m in model.modules()
+            if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels}
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The layer that produces the logits: its width is the class count, so it is never pruned."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+
+
 def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float, importance: str,
                    iterative_steps: int, round_to: int) -> nn.Module:
     """Remove `ratio` of the channels of every prunable layer group, by weight magnitude (L1 or L2).
 
     torch-pruning's dependency graph keeps coupled layers consistent (residual additions, depthwise
-    convolutions, batch norms). The classifier's output layer is left whole: its width is the class count.
+    convolutions, batch norms, concatenations, squeeze-excitation scales). The output layer is left whole.
     Pruning runs in `iterative_steps` equal steps, re-ranking channels after each.
     """
     model = model.cpu().eval()
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    groups = grouped_convolutions(model)
     pruner = tp.pruner.BasePruner(
         model, example_input,
         importance=tp.importance.MagnitudeImportance(p=1 if importance == "l1" else 2),
         pruning_ratio=ratio, iterative_steps=iterative_steps,
-        ignored_layers=[classifier], round_to=round_to)
+        ignored_layers=[output_layer(model)], round_to=round_to,
+        in_channel_groups=groups, out_channel_groups=groups)
     for _ in range(iterative_steps):
         pruner.step()
     return model

@@ -20,10 +20,10 @@ def main() -> None:
 
     ctx = setup(args.data)
     teacher, _ = load_checkpoint(args.teacher, ctx.device)
-    arch, cfg = ctx.params.student, ctx.params.distill
-    model, info = train(ctx.build(arch), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr, args.live,
-                        cfg.precision)
-    save_checkpoint(model, ctx.spec(arch), args.model)
+    arch, width, cfg = ctx.params.student, ctx.params.student_width, ctx.params.distill
+    model, info = train(ctx.build(arch, width), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr,
+                        args.live, cfg.precision)
+    save_checkpoint(model, ctx.spec(arch, width), args.model)
     scores = score(model, ctx)
     warnings = checks.announce(checks.single_class_warnings(f"student {arch}", scores))
     write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})

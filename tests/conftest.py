@@ -27,6 +27,10 @@ PARAMS_YAML = ROOT / "params.yaml"
 RAW_DIR = ROOT / "data" / "raw"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: minutes per test; left out of `make test`, run by `make test-all`")
+
+
 def save_png(path: Path, array: np.ndarray) -> Path:
     """Save a uint8 (H, W) grayscale or (H, W, 3) RGB array as a PNG, creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)

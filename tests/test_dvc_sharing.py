@@ -75,8 +75,8 @@ def test_two_queued_experiments_run_in_parallel_and_record_metrics(queued):
     for name, runs in QUEUED.items():
         assert queued[name]["state"] == "success", name
         assert queued[name]["params"]["benchmark"]["runs"] == runs
-        bench = queued[name]["metrics"]["metrics/benchmark.json"]["data"]
-        assert 0.0 <= bench["int8_tflite"]["test"]["accuracy"] <= 1.0
+        headline = queued[name]["metrics"]["metrics/headline.json"]["data"]
+        assert 0.0 <= headline["int8_tflite"]["acc"] <= 1.0
 
 
 def test_experiment_travels_through_a_git_remote(origin, queued, tmp_path):
@@ -94,8 +94,7 @@ def test_experiment_travels_through_a_git_remote(origin, queued, tmp_path):
 
 def test_compare_reads_the_queued_experiments_and_their_predictions(origin, queued, tmp_path):
     out = tmp_path / "compare.json"
-    run(["python", "-m", "lib.compare", "--metrics-file", "metrics/benchmark.json",
-         "--metric", "int8_tflite.test.accuracy", "--json", str(out)], origin)
+    run(["python", "-m", "lib.compare", "--metric", "int8_tflite.acc", "--json", str(out)], origin)
     report = json.loads(out.read_text())
     assert set(report["recipes"]) == {f"benchmark.runs={runs}" for runs in (3, *QUEUED.values())}
     mcnemar = [t for t in report["mcnemar"] if (t["first"], t["second"]) == ("teacher_torch", "int8_tflite")]
