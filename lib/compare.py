@@ -108,7 +108,7 @@ def load_exp_show(path: str | Path | None = None) -> list:
     return shown
 
 
-def _entries(shown: list) -> list[tuple[dict, str | None, bool]]:
+def experiment_entries(shown: list) -> list[tuple[dict, str | None, bool]]:
     """(rev entry, executor state, is a commit) for the workspace, every baseline commit and every experiment."""
     entries = []
     for baseline in shown:
@@ -148,7 +148,7 @@ def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
     """
     notes = []
     kept: dict[str, Run] = {}
-    for entry, state, is_commit in _entries(shown):
+    for entry, state, is_commit in experiment_entries(shown):
         run = _run_from(entry, state, is_commit, metrics_file)
         if isinstance(run, str):
             notes.append(run)

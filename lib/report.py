@@ -10,20 +10,23 @@ The table is generated from the metrics of a real run, never typed by hand.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 from lib import cli
+from lib.compare import experiment_entries, flatten, load_exp_show
 from lib.errors import UserError
 from lib.io import read_json
 
 RESULTS_BLOCK, SEEDS_BLOCK = "results", "seeds"
 SEEDS_REPORT = Path("plots/compare/compare.md")  # written by `make compare` (lib.compare)
 
-# `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. These
-# patterns keep the figures a person compares first, plus whatever params differ between experiments.
-EXPERIMENT_COLUMNS = r"^(teacher_torch|student_torch|pruned_torch|int8_tflite)\.acc$|^int8_tflite\.(auc|kb|ms|x_faster)$"
-HIDDEN_COLUMNS = r"^Created$|^(lib|stages|data|models)/|^params\.yaml$"
+# `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. The
+# narrowed table keeps the figures a person compares first, plus the params that differ between experiments.
+HEADLINE_COLUMNS = r"^(teacher_torch|student_torch|pruned_torch|int8_tflite)\.acc$|^int8_tflite\.(auc|kb|ms)$"
 
 
 def _ci(value: float, ci: list[float] | None) -> str:
@@ -78,9 +81,19 @@ def update_readme(readme: Path, bench: dict, seeds_report: str | None = None) ->
     readme.write_text(text)
 
 
+def varying_params(shown: list) -> list[str]:
+    """The params whose value differs between the rows of `dvc exp show --json`."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for entry, _, _ in experiment_entries(shown):
+        for params_file in ((entry.get("data") or {}).get("params") or {}).values():
+            for key, value in flatten(params_file.get("data") or {}).items():
+                values[key].add(json.dumps(value, sort_keys=True))
+    return sorted(key for key, seen in values.items() if len(seen) > 1)
+
+
 def show_experiments() -> None:
-    subprocess.run(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", HIDDEN_COLUMNS,
-                    "--keep", EXPERIMENT_COLUMNS], check=True)
+    keep = [r"^Experiment$", HEADLINE_COLUMNS, *(f"^{re.escape(p)}$" for p in varying_params(load_exp_show()))]
+    subprocess.run(["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep", "|".join(keep)], check=True)
 
 
 def main() -> None:
