@@ -68,7 +68,11 @@ def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
             shape[0] = x.shape
         interpreter.set_tensor(inp["index"], quantize(x, inp))
         interpreter.invoke()
-        return dequantize(interpreter.get_tensor(out["index"]), out)
+        logits = dequantize(interpreter.get_tensor(out["index"]), out)
+        if len(logits) != len(x):  # a converter that fixed the output batch at 1 would drop rows silently
+            raise RuntimeError(f"{path} answered {len(logits)} rows for a batch of {len(x)}: its output "
+                               "batch dimension is fixed, so the conversion is unusable at this batch size")
+        return logits
     return run
 
 
