@@ -36,9 +36,7 @@ seeds: setup          ## queue the pipeline once per seed in SEEDS and run the q
 	dvc exp run --run-all
 
 compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar per run; into the README
-	mkdir -p plots/compare
-	dvc exp show --json > plots/compare/experiments.json
-	python -m lib.compare --exps plots/compare/experiments.json --md plots/compare/compare.md \
+	python -m lib.compare --save-exps plots/compare/experiments.json --md plots/compare/compare.md \
 		--plot plots/compare/compare.png --json plots/compare/compare.json
 	python -m lib.report README.md
 

@@ -13,6 +13,7 @@ every run, two artifacts are compared image by image with an exact McNemar test 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import json
@@ -105,6 +106,16 @@ def load_exp_show(path: str | Path | None = None) -> list:
     if not isinstance(shown, list):
         raise UserError(f"the experiments JSON is a {type(shown).__name__}; expected the list that "
                         "`dvc exp show --json` (DVC 3) writes")
+    return shown
+
+
+def portable(shown: list) -> list:
+    """`dvc exp show --json` without each queued run's local executor record (its log path and pid on the
+    machine that ran it); the executor's state, which the comparison reads, is kept."""
+    shown = copy.deepcopy(shown)
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            (exp.get("executor") or {}).pop("local", None)
     return shown
 
 
@@ -429,13 +440,18 @@ def main(argv: list[str] | None = None) -> None:
                         + ", ".join(f"{a} vs {b}" for a, b in DEFAULT_PAIRS))
     parser.add_argument("--metrics-file", default=HEADLINE,
                         help=f"the metrics file whose numeric leaves are compared (default {HEADLINE})")
+    parser.add_argument("--save-exps", help="also save the experiments read, without this machine's executor "
+                        "details, so the report can be rebuilt elsewhere with --exps")
     parser.add_argument("--md", help="write the Markdown report here instead of stdout")
     parser.add_argument("--json", help="also write the report as JSON")
     parser.add_argument("--plot", help="write a PNG of --plot-metric per artifact and recipe")
     parser.add_argument("--plot-metric", default="acc", help="metric name without artifact (default acc)")
     args = parser.parse_args(argv)
 
-    report = compare(load_exp_show(args.exps), args.metric, args.baseline,
+    shown = load_exp_show(args.exps)
+    if args.save_exps:
+        write_json(args.save_exps, portable(shown))
+    report = compare(shown, args.metric, args.baseline,
                      [tuple(p) for p in args.pair] if args.pair else None, metrics_file=args.metrics_file)
     if args.plot:
         plot(report, args.plot_metric, args.plot)

@@ -217,3 +217,12 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     assert "`recipe.x=2`" in md.read_text()
     assert json.loads(js.read_text())["metrics"] == ["int8_tflite.acc"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_experiments_keep_the_state_but_no_machine_paths(shown, tmp_path):
+    saved = tmp_path / "experiments.json"
+    compare.main(["--exps", str(FIXTURE), "--save-exps", str(saved), "--md", str(tmp_path / "c.md")])
+    text = saved.read_text()
+    assert '"local"' not in text and '"log"' not in text
+    assert '"state": "success"' in text
+    assert compare.compare(json.loads(text), repo=tmp_path)["recipes"] == compare.compare(shown, repo=tmp_path)["recipes"]
