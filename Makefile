@@ -5,8 +5,9 @@ BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
 SEEDS ?= 43 44
+STUDENTS ?= efficientnet_b0 mobilenetv3_large mobilenetv3_small mnasnet squeezenet1_1
 
-.PHONY: setup repro test test-all report exps seeds compare clean-venv
+.PHONY: setup repro test test-all report exps seeds compare students clean-venv
 
 setup: $(VENV)/.installed
 
@@ -38,6 +39,14 @@ seeds: setup          ## queue the pipeline once per seed in SEEDS and run the q
 compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar per run; into the README
 	python -m lib.compare --save-exps plots/compare/experiments.json --md plots/compare/compare.md \
 		--plot plots/compare/compare.png --json plots/compare/compare.json
+	python -m lib.report README.md
+
+students: setup       ## queue the pipeline once per student in STUDENTS (default recipe), run it; table into the README
+	for s in $(STUDENTS); do dvc exp run --queue -S student=$$s; done
+	dvc exp run --run-all
+	python -m lib.compare --save-exps plots/students/experiments.json --md plots/students/compare.md \
+		--metric int8_tflite.acc --metric int8_tflite.auc --metric int8_tflite.kb --metric int8_tflite.mmacs \
+		--metric int8_tflite.ms --metric student_torch.acc --metric pruned_torch.acc
 	python -m lib.report README.md
 
 clean-venv:

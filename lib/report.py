@@ -1,7 +1,7 @@
 """The results table of `metrics/benchmark.json`: printed after a run, or written into the README.
 
     python -m lib.report                 # print the table (what `make repro` ends with)
-    python -m lib.report README.md       # rewrite the README's results (and multi-seed) blocks
+    python -m lib.report README.md       # rewrite the README's results, multi-seed and students blocks
     python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
 The table is generated from the metrics of a real run, never typed by hand.
@@ -17,12 +17,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from lib import cli
-from lib.compare import experiment_entries, flatten, load_exp_show
+from lib.compare import collect_runs, experiment_entries, flatten, label_recipes, load_exp_show
 from lib.errors import UserError
 from lib.io import read_json
 
-RESULTS_BLOCK, SEEDS_BLOCK = "results", "seeds"
+RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK = "results", "seeds", "students"
 SEEDS_REPORT = Path("plots/compare/compare.md")  # written by `make compare` (lib.compare)
+STUDENTS_EXPS = Path("plots/students/experiments.json")  # `dvc exp show --json` of the students, `make students`
+RUN_COLUMNS = {"student_torch.acc": "student acc", "pruned_torch.acc": "pruned acc", "int8_tflite.acc": "INT8 acc",
+               "int8_tflite.auc": "INT8 AUC", "int8_tflite.kb": "INT8 KiB", "int8_tflite.mmacs": "MMACs",
+               "int8_tflite.ms": "INT8 ms"}
 
 # `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. The
 # narrowed table keeps the figures a person compares first, plus the params that differ between experiments.
@@ -62,6 +66,19 @@ def results_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
+def runs_table(shown: list) -> str:
+    """One row per finished run of `dvc exp show --json`, named by the params that differ between runs,
+    best INT8 accuracy first."""
+    runs = collect_runs(shown).runs
+    label_recipes(runs)
+    rows = [[f"`{r.recipe}`", str(r.seed), r.name,
+             *(f"{r.metrics[key]:.3f}" if key in r.metrics else "n/a" for key in RUN_COLUMNS)]
+            for r in sorted(runs, key=lambda r: -r.metrics.get("int8_tflite.acc", -1.0))]
+    header = ["run", "seed", "experiment", *RUN_COLUMNS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def fill_block(text: str, block: str, content: str) -> str:
     """Replace what lies between `<!-- block:start -->` and `<!-- block:end -->`."""
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
@@ -72,12 +89,16 @@ def fill_block(text: str, block: str, content: str) -> str:
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
-def update_readme(readme: Path, bench: dict, seeds_report: str | None = None) -> None:
-    """The results table; and the multi-seed comparison, its headings nested under the README's section."""
+def update_readme(readme: Path, bench: dict, seeds_report: str | None = None,
+                  students: list | None = None) -> None:
+    """The results table; the multi-seed comparison, its headings nested under the README's section; and
+    the table of the students' runs."""
     text = fill_block(readme.read_text(), RESULTS_BLOCK, results_table(bench))
     if seeds_report is not None:
         nested = "\n".join(f"##{line}" if line.startswith("#") else line for line in seeds_report.splitlines())
         text = fill_block(text, SEEDS_BLOCK, nested)
+    if students is not None:
+        text = fill_block(text, STUDENTS_BLOCK, runs_table(students))
     readme.write_text(text)
 
 
@@ -105,7 +126,8 @@ def main() -> None:
         show_experiments()
     elif args.readme:
         update_readme(args.readme, read_json("metrics/benchmark.json"),
-                      SEEDS_REPORT.read_text() if SEEDS_REPORT.exists() else None)
+                      SEEDS_REPORT.read_text() if SEEDS_REPORT.exists() else None,
+                      load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None)
     else:
         print(results_table(read_json("metrics/benchmark.json")))
 

@@ -42,8 +42,8 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     """`auto` → CUDA when present, else CPU; `cuda` without a GPU is an error, not a silent fallback."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' was asked for but torch sees no CUDA GPU; "
-                           "set device: auto or cpu in params.yaml")
+        raise UserError("device: 'cuda' was asked for but torch sees no CUDA GPU; "
+                        "set device: auto or cpu in params.yaml")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

@@ -94,3 +94,14 @@ def test_readme_without_a_block_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="results:start"):
         fill_block("no markers here", "results", "table")
+
+
+def test_runs_table_has_one_row_per_finished_run_best_int8_first():
+    from lib.report import runs_table
+
+    shown = json.loads((Path(__file__).parent / "fixtures" / "exp_show.json").read_text())
+    rows = [line for line in runs_table(shown).splitlines()[2:]]
+    assert len(rows) == 6  # two recipes × seeds 42, 43, 44; queued and failed runs are left out
+    assert all(row.startswith("| `recipe.x=") for row in rows)
+    int8_acc = [float(row.split(" | ")[5]) for row in rows]
+    assert int8_acc == sorted(int8_acc, reverse=True)

@@ -131,8 +131,8 @@ def test_resolve_device_cpu_and_auto():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
-def test_resolve_device_cuda_without_gpu_raises():
-    with pytest.raises(RuntimeError, match="cuda"):
+def test_resolve_device_cuda_without_gpu_is_a_user_error():
+    with pytest.raises(UserError, match="cuda"):
         resolve_device("cuda")
 
 
