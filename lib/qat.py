@@ -1,21 +1,24 @@
 """Quantization-aware training (QAT) of the pruned student, and its two INT8 deployment routes.
 
-Which API: PyTorch's FX graph mode QAT (`torch.ao.quantization.quantize_fx`). Eager mode would need the
-network rewritten with quant stubs and functional adds; the PT2E flow (`prepare_qat_pt2e`) is no longer
-in torch (it moved to the separate `torchao` package), and its graphs do not export to ONNX with the
-pinned exporter. FX traces the torchvision students as they are and handles residual adds itself.
+Which API: PyTorch's FX graph mode QAT (`torch.ao.quantization.quantize_fx`), the QAT flow this torch
+still ships. It is deprecated in favour of torchao's PT2E flow (`prepare_qat_pt2e`), which torch 2.14
+no longer contains and torchao is not a dependency here; eager mode would need the network rewritten with
+quant stubs and functional adds. FX traces the torchvision students as they are and handles residual
+adds itself. Moving to torchao PT2E changes `prepare` only, if its graphs export to ONNX QDQ.
 
-How it trains: batch norms are folded into their convolutions first (eval-mode fusion), then fake
+How it trains: batch norms are folded into their convolutions first (eval-mode fusion: FX's QAT
+conv-bn modules export as conv → div → batch norm, which ONNX Runtime cannot fuse into an integer
+convolution, and a short fine-tune at a low learning rate does not need batch statistics), then fake
 quantization is inserted on the weights (int8, symmetric) and on the activations (uint8, full 0–255
 range: the ranges ONNX QuantizeLinear and ONNX Runtime's QLinear kernels use). Observers track ranges
 only in training mode, so validation and test images never move them.
 
 The two INT8 artifacts:
-- ONNX Runtime: the fake-quant graph exports (TorchScript exporter: the dynamo one cannot trace the
-  observers' on/off switches) as QuantizeLinear/DequantizeLinear pairs carrying the learned scales;
-  ONNX Runtime's offline basic optimisation folds the weights' QuantizeLinear into int8 initializers,
-  and at load time fuses every pair into QLinearConv / QLinearAdd / QGemm: the trained INT8 model,
-  bit for bit.
+- ONNX Runtime: the fake-quant graph exports (TorchScript exporter: torch.export stops at the
+  observers' on/off switches, a data-dependent branch) as QuantizeLinear/DequantizeLinear pairs with the
+  learned scales. ONNX Runtime's offline basic optimisation folds the weights' QuantizeLinear into int8
+  initializers, and at load time ONNX Runtime fuses the pairs into QLinearConv / QLinearAdd / QGemm: the
+  trained INT8 model, bit for bit in the tests.
 - TFLite: onnx2tf does not convert a QDQ graph into an integer model (it drops the activations'
   quantize pairs and writes a float32 TFLite), so the QAT-trained float weights (fake quantization off)
   go through the same calibrated post-training INT8 conversion as the PTQ model. QAT has made those

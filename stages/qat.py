@@ -12,10 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from torch import nn
+
 from lib import qat
 from lib.cli import run
-from lib.experiment import (calibration_images, check_parity, distillation_loss, run_info, score, setup,
-                            split_figures, train)
+from lib.experiment import (Context, calibration_images, check_parity, distillation_loss, run_info, score,
+                            setup, split_figures, train)
 from lib.export import quantize_int8
 from lib.io import atomic_path, write_json
 from lib.metrics import agreement
@@ -23,7 +25,8 @@ from lib.models import load_checkpoint
 from lib.runtimes import predict
 
 ONNX_NAME, TFLITE_NAME = "student_qat_int8.onnx", "student_qat_int8.tflite"
-# ONNX Runtime's integer kernels round like the fake quantization up to the requantization of each layer
+# ONNX Runtime requantizes each layer's output in integer arithmetic, fake quantization in float: an
+# occasional one-step rounding difference is expected, a different model is not
 MIN_AGREEMENT, MAX_PROB_DIFF = 0.99, 0.05
 
 
@@ -43,7 +46,7 @@ def main() -> None:
     write_json(args.metrics, {"method": ctx.params.quantize.method, **report})
 
 
-def quantization_aware(ctx, args: argparse.Namespace, out: Path) -> dict:
+def quantization_aware(ctx: Context, args: argparse.Namespace, out: Path) -> dict:
     """Fine-tune with fake quantization, export both INT8 models into `out`; return the stage's figures."""
     cfg = ctx.params.quantize
     student, _ = load_checkpoint(args.student)
@@ -62,8 +65,8 @@ def quantization_aware(ctx, args: argparse.Namespace, out: Path) -> dict:
                 **parity(ctx, model, float_onnx, out)}
 
 
-def parity(ctx, model, float_onnx: Path, out: Path) -> dict:
-    """Test figures of the fake-quant model, its float weights and both INT8 artifacts, with top-1 agreement.
+def parity(ctx: Context, model: nn.Module, float_onnx: Path, out: Path) -> dict:
+    """Test figures of the QAT model's float weights and of both INT8 artifacts, with top-1 agreement.
 
     The ONNX Runtime model must reproduce the fake-quant model (it runs the same int8 arithmetic: the stage
     fails otherwise); the TFLite model is compared with the float model it was converted from.
@@ -72,11 +75,10 @@ def parity(ctx, model, float_onnx: Path, out: Path) -> dict:
     fake_quant, float32 = predict(model, images, ctx.meta), predict(float_onnx, images, ctx.meta)
     int8_onnx, int8_tflite = (predict(out / name, images, ctx.meta) for name in (ONNX_NAME, TFLITE_NAME))
     return {
-        "fake_quant_torch": {"test": split_figures(labels, fake_quant)},
         "float32": {"test": split_figures(labels, float32),
                     "agreement_vs_fake_quant": agreement(fake_quant, float32)},
         "int8_onnx": {"size_bytes": os.path.getsize(out / ONNX_NAME), "test": split_figures(labels, int8_onnx),
-                      "agreement_vs_fake_quant": check_parity(fake_quant, int8_onnx, "QAT INT8 ONNX vs fake-quant torch",
+                      "agreement_vs_fake_quant": check_parity(fake_quant, int8_onnx, "QAT INT8 ONNX vs fake-quant",
                                                               MIN_AGREEMENT, MAX_PROB_DIFF)},
         "int8_tflite": {"size_bytes": os.path.getsize(out / TFLITE_NAME),
                         "test": split_figures(labels, int8_tflite),
