@@ -92,6 +92,9 @@ class QuantizeConfig:
     calibration_samples: int = field(metadata=between(1, 100_000))
     int8_io: bool
     per_channel: bool
+    method: Literal["ptq", "qat"] = "ptq"  # qat: the `qat` stage fine-tunes with fake quantization too
+    qat_epochs: int = field(default=2, metadata=between(1, 10_000))
+    qat_lr: float = field(default=0.0002, metadata=between(0.0, 10.0, lo_open=True))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from lib import distributed
 from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
 from lib.errors import UserError
-from lib.metrics import agreement, classification_metrics
+from lib.metrics import accuracy_from_probs, agreement, auc_score, classification_metrics
 from lib.models import ModelSpec, build_from_spec
 from lib.runtimes import predict
 from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
@@ -157,3 +157,18 @@ def check_parity(reference: np.ndarray, probs: np.ndarray, what: str,
             f"(need ≥ {min_agreement:.2%}), max |Δprob| {result['max_abs_prob_diff']:.2e} "
             f"(need ≤ {max_prob_diff:.0e}); the converted model does not compute what its source does")
     return result
+
+
+def calibration_images(ctx: Context) -> np.ndarray:
+    """`quantize.calibration_samples` training images (seeded draw), float32 NHWC in [0, 1]: what the INT8
+    converters calibrate activation ranges on."""
+    train_images, _ = ctx.splits["train"]
+    rng = np.random.default_rng(ctx.params.seed)
+    size = min(ctx.params.quantize.calibration_samples, len(train_images))
+    picked = rng.choice(len(train_images), size=size, replace=False)
+    return train_images[np.sort(picked)].astype(np.float32) / 255.0
+
+
+def split_figures(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """The two figures the quantization stages compare artifacts by."""
+    return {"accuracy": accuracy_from_probs(labels, probs), "auc": auc_score(labels, probs)}

@@ -4,14 +4,12 @@ calibrated on the same training images."""
 import argparse
 import os
 
-import numpy as np
-
 from lib import checks
 from lib.cli import run
-from lib.experiment import setup
+from lib.experiment import calibration_images, setup, split_figures
 from lib.export import quantize_dynamic_range, quantize_int8, quantize_onnx_int8
 from lib.io import atomic_path, write_json
-from lib.metrics import agreement, auc_score, accuracy_from_probs
+from lib.metrics import agreement
 from lib.runtimes import predict
 
 
@@ -28,16 +26,13 @@ def main() -> None:
 
     ctx = setup(args.data)
     cfg = ctx.params.quantize
-    train_images, _ = ctx.splits["train"]
-    rng = np.random.default_rng(ctx.params.seed)
-    picked = rng.choice(len(train_images), size=min(cfg.calibration_samples, len(train_images)), replace=False)
-    calibration = train_images[np.sort(picked)].astype(np.float32) / 255.0
-
+    calibration = calibration_images(ctx)
     images, labels = ctx.splits["test"]
     references = {"tflite": predict(args.float, images, ctx.meta), "onnx": predict(args.onnx, images, ctx.meta)}
     float_size = os.path.getsize(args.float)
-    report = {"calibration_samples": len(picked), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
-              "float32": {"size_bytes": float_size, "test": split_figures(labels, references["tflite"])}}
+    report = {"calibration_samples": len(calibration), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
+              "float32": {"size_bytes": float_size, "test": split_figures(labels, references["tflite"])},
+              "float32_onnx": {"test": split_figures(labels, references["onnx"])}}
     mean, std = ctx.meta["mean"], ctx.meta["std"]
     with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8, \
             atomic_path(args.int8_onnx) as int8_onnx:
@@ -54,12 +49,8 @@ def main() -> None:
     report["warnings"] = checks.announce(
         checks.int8_auc_warning("INT8 TFLite", report["int8"]["test"]["auc"], report["float32"]["test"]["auc"])
         + checks.int8_auc_warning("INT8 ONNX", report["int8_onnx"]["test"]["auc"],
-                                  split_figures(labels, references["onnx"])["auc"]))
+                                  report["float32_onnx"]["test"]["auc"]))
     write_json(args.metrics, report)
-
-
-def split_figures(labels: np.ndarray, probs: np.ndarray) -> dict:
-    return {"accuracy": accuracy_from_probs(labels, probs), "auc": auc_score(labels, probs)}
 
 
 if __name__ == "__main__":

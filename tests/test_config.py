@@ -52,6 +52,7 @@ def test_unknown_model_name_lists_valid_names(params_dict, write_params, role):
     ("dataset", "test_fraction", 0.0),   # lower bound is open
     ("export", "opset", 17),
     ("train", "lr", 0),
+    ("quantize", "qat_epochs", 0),
 ])
 def test_out_of_range_value_names_the_key(params_dict, write_params, section, key, value):
     params_dict[section][key] = value
@@ -72,6 +73,7 @@ def test_out_of_range_top_level_seed(params_dict, write_params):
     ("train", "batch_size", True),       # bool is not an int here
     ("distill", "temperature", "hot"),
     ("quantize", "int8_io", 1),          # int is not a bool
+    ("quantize", "method", "QAT"),       # one of ptq | qat
 ])
 def test_wrong_type_names_the_key(params_dict, write_params, section, key, value):
     params_dict[section][key] = value

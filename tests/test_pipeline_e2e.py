@@ -17,6 +17,8 @@ def test_repro_writes_every_artifact_and_is_up_to_date(project):
     for name in ("teacher.pt", "student.pt", "student_pruned.pt", "student.onnx", "teacher.onnx",
                  "student_float32.tflite", "student_dynamic.tflite", "student_int8.tflite", "student_int8.onnx"):
         assert (project / "models" / name).stat().st_size > 0, name
+    assert json.loads((project / "metrics/qat.json").read_text()) == {"method": "ptq"}
+    assert not any((project / "models/qat").iterdir())  # PTQ: the qat stage trains and writes nothing
     status = run(["dvc", "status", "--json"], project)
     assert json.loads(status.stdout) == {}
 
@@ -69,6 +71,7 @@ def test_benchmark_reports_every_artifact(project):
         assert result["throughput"]["images_per_s"] > 0
         assert set(result["vs_teacher"]) == {"smaller_x", "faster_x", "accuracy_retention_pct"}
     assert bench["baseline_majority_class"]["test"]["accuracy"] == pytest.approx(0.5)
+    assert not [name for name in bench if name.startswith("qat_")]
 
 
 def test_metrics_and_plots_are_readable_by_dvc(project):
