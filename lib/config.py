@@ -80,6 +80,7 @@ class PruneConfig:
     round_to: int = field(metadata=between(1, 256))
     finetune_epochs: int = field(metadata=between(1, 10_000))
     lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+    step_epochs: int = field(default=1, metadata=between(0, 10_000))  # fine-tune between iterative steps
 
 
 @dataclass(frozen=True)
