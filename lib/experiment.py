@@ -17,7 +17,7 @@ from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
 from lib.errors import UserError
 from lib.metrics import agreement, classification_metrics
-from lib.models import ModelSpec, build_from_spec, load_checkpoint
+from lib.models import Ensemble, ModelSpec, build_from_spec, load_checkpoint
 from lib.runtimes import predict
 from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
                           resolve_device, seed_everything)
@@ -64,6 +64,9 @@ def hard_label_loss(ctx: Context) -> HardLabelLoss:
 
 
 def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
+    """An ensemble teacher's soft targets are its members' probabilities at the temperature, averaged."""
+    if isinstance(teacher, Ensemble):
+        teacher = teacher.tempered(ctx.params.distill.temperature)
     cfg = ctx.params.train
     return DistillationLoss(teacher, ctx.params.distill.temperature, ctx.params.distill.alpha,
                             class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
