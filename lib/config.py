@@ -80,6 +80,7 @@ class PruneConfig:
     round_to: int = field(metadata=between(1, 256))
     finetune_epochs: int = field(metadata=between(1, 10_000))
     lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
+    step_epochs: int = field(default=1, metadata=between(0, 10_000))  # fine-tune between iterative steps
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class ExplainConfig:
 class Params:
     seed: int = field(metadata=between(0, 2**32 - 1))
     device: Literal["auto", "cpu", "cuda"]
-    teacher: str
+    teacher: str | list[str]  # one model, or the members of an ensemble teacher
     student: str
     dataset: DatasetConfig
     train: TrainConfig
@@ -130,12 +131,25 @@ class Params:
 
     def __post_init__(self) -> None:
         """Refuse, before any work, a model the registry does not know or a student the chain cannot compress."""
-        for role in ("teacher", "student"):
-            name = getattr(self, role)
+        if not isinstance(self.teacher, str):
+            _check_ensemble(self.teacher)
+        for role, name in [("teacher", name) for name in self.teachers] + [("student", self.student)]:
             if name not in models.available():
                 raise UserError(f"{role}: unknown model {name!r}; valid names are "
                                 f"{', '.join(models.available())}")
         models.check_student(self.student, self.student_width)
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher's networks: its one name, or an ensemble's members."""
+        return (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
+
+
+def _check_ensemble(names: list[str]) -> None:
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise UserError(f"teacher: got {names!r}; an ensemble teacher lists two or more different models, "
+                        "each once (e.g. teacher: [resnet18, densenet121]); for one teacher write its name "
+                        "(teacher: resnet18)")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -186,8 +200,13 @@ def _coerce(key: str, value: Any, hint: Any, metadata: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (hint,) = [a for a in args if a is not type(None)]
+        hints = [a for a in args if a is not type(None)]  # the first whose type the value has, else the first
+        hint = next((a for a in hints if isinstance(value, typing.get_origin(a) or a)), hints[0])
         return _coerce(key, value, hint, metadata)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key}: got {value!r}; expected a list")
+        return [_coerce(f"{key}[{i}]", item, args[0], metadata) for i, item in enumerate(value)]
     if origin is Literal:
         if value not in args:
             raise UserError(f"{key}: got {value!r}; expected one of {', '.join(map(str, args))}")

@@ -17,7 +17,7 @@ from lib.config import Params, load_params
 from lib.data import SPLITS, load_meta, load_split, make_loader
 from lib.errors import UserError
 from lib.metrics import accuracy_from_probs, agreement, auc_score, classification_metrics
-from lib.models import ModelSpec, build_from_spec
+from lib.models import Ensemble, ModelSpec, build_from_spec, load_checkpoint
 from lib.runtimes import predict
 from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
                           resolve_device, seed_everything)
@@ -64,10 +64,27 @@ def hard_label_loss(ctx: Context) -> HardLabelLoss:
 
 
 def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
+    """An ensemble teacher's soft targets are its members' probabilities at the temperature, averaged."""
+    if isinstance(teacher, Ensemble):
+        teacher = teacher.tempered(ctx.params.distill.temperature)
     cfg = ctx.params.train
     return DistillationLoss(teacher, ctx.params.distill.temperature, ctx.params.distill.alpha,
                             class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
                             cfg.label_smoothing, teacher_precision=cfg.precision)
+
+
+def distilling(ctx: Context) -> bool:
+    """`distill.alpha: 0` switches distillation off: the student learns from the labels alone."""
+    return ctx.params.distill.alpha > 0
+
+
+def student_criterion(ctx: Context, teacher_path: str | Path) -> nn.Module:
+    """The loss of the student and of the pruned fine-tune: distillation from the teacher checkpoint, or with
+    distillation off the hard labels alone, without loading (or ever running) the teacher."""
+    if not distilling(ctx):
+        return hard_label_loss(ctx)
+    teacher, _ = load_checkpoint(teacher_path, ctx.device)
+    return distillation_loss(ctx, teacher)
 
 
 def train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,

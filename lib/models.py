@@ -9,12 +9,14 @@ multipliers and whether it can be a student (pruned, converted to TFLite and qua
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
@@ -22,6 +24,7 @@ from lib.errors import UserError
 from lib.io import atomic_path
 
 SMALL_INPUT = 96  # below this size (px) the stem keeps full resolution
+ENSEMBLE_JOIN = "+"  # an ensemble's architecture name: its members' names joined, e.g. resnet18+densenet121
 
 Builder = Callable[[int, int, bool, float], nn.Module]  # (num_classes, in_channels, small, width) → model
 
@@ -93,7 +96,42 @@ def build(name: str, num_classes: int, in_channels: int, image_size: int, width:
 
 
 def build_from_spec(spec: ModelSpec) -> nn.Module:
+    """The network of `spec`; an ensemble's architecture name (see `ensemble_arch`) builds an `Ensemble`."""
+    if ENSEMBLE_JOIN in spec.arch:
+        return Ensemble([build(name, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
+                         for name in ensemble_members(spec.arch)])
     return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
+
+
+def ensemble_arch(names: Sequence[str]) -> str:
+    """The architecture name a checkpoint records for these members (one name: that network alone)."""
+    return ENSEMBLE_JOIN.join(names)
+
+
+def ensemble_members(arch: str) -> list[str]:
+    return arch.split(ENSEMBLE_JOIN)
+
+
+class Ensemble(nn.Module):
+    """Several trained networks as one: T·log of the mean of the members' softmax(z_i / T).
+
+    softmax(output / T) is then the members' averaged probabilities at temperature T, not the softmax of
+    averaged logits. At T = 1 (inference, ONNX export, benchmark) the output is the log of the averaged
+    probabilities; at the distillation temperature, softmax(output / T) gives the averaged soft targets.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], temperature: float = 1.0):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([F.log_softmax(member(x) / self.temperature, dim=1) for member in self.members])
+        return self.temperature * (torch.logsumexp(log_probs, dim=0) - math.log(len(self.members)))
+
+    def tempered(self, temperature: float) -> "Ensemble":
+        """The same member networks (shared, not copied), averaged at `temperature`."""
+        return Ensemble(list(self.members), temperature)
 
 
 def _standard_batch_norm_momentum(model: nn.Module) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -28,13 +30,15 @@ def output_layer(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
 
 
-def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float, importance: str,
-                   iterative_steps: int, round_to: int) -> nn.Module:
-    """Remove `ratio` of the channels of every prunable layer group, by weight magnitude (L1 or L2).
+def prune_steps(model: nn.Module, example_input: torch.Tensor, ratio: float, importance: str,
+                iterative_steps: int, round_to: int) -> Iterator[float]:
+    """Remove `ratio` of the channels of every prunable layer group, by weight magnitude (L1 or L2), in place.
 
     torch-pruning's dependency graph keeps coupled layers consistent (residual additions, depthwise
     convolutions, batch norms, concatenations, squeeze-excitation scales). The output layer is left whole.
-    Pruning runs in `iterative_steps` equal steps, re-ranking channels after each.
+    Pruning runs in `iterative_steps` steps of torch-pruning's linear schedule, re-ranking channels before
+    each; after each step this yields the channel ratio reached so far, and the caller may fine-tune
+    `model` (in place) before asking for the next step.
     """
     model = model.cpu().eval()
     groups = grouped_convolutions(model)
@@ -45,5 +49,14 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float, 
         ignored_layers=[output_layer(model)], round_to=round_to,
         in_channel_groups=groups, out_channel_groups=groups)
     for _ in range(iterative_steps):
+        model.cpu().eval()  # back from a fine-tune on another device
         pruner.step()
-    return model
+        yield pruner.per_step_pruning_ratio[pruner.current_step]
+
+
+def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float, importance: str,
+                   iterative_steps: int, round_to: int) -> nn.Module:
+    """`prune_steps` back to back, without fine-tuning between steps; returns the pruned `model`."""
+    for _ in prune_steps(model, example_input, ratio, importance, iterative_steps, round_to):
+        pass
+    return model.cpu().eval()

@@ -2,6 +2,8 @@
 
 import argparse
 import csv
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from lib.data import normalize
 from lib.experiment import setup
 from lib.io import atomic_path, write_json
 from lib.metrics import accuracy_from_probs, auc_score, bootstrap_ci, classification_metrics
-from lib.models import load_checkpoint
+from lib.models import Ensemble, ensemble_members, load_checkpoint, save_checkpoint
 from lib.pruning import count_macs_params
 from lib.runtimes import predict
 
@@ -37,6 +39,20 @@ def artifacts(models_dir: Path) -> dict[str, tuple[Path, str]]:
         "int8_onnx": (m / "student_int8.onnx", "student_pruned.pt"),
         **qat,
     }
+
+
+def teacher_members(models_dir: Path, out: Path) -> dict[str, tuple[Path, str]]:
+    """An ensemble teacher's members as artifacts `teacher_<arch>_torch`, each saved as a checkpoint in `out`
+    (which is also its source, for MACs); none for a single teacher."""
+    teacher, spec = load_checkpoint(models_dir / "teacher.pt")
+    if not isinstance(teacher, Ensemble):
+        return {}
+    entries = {}
+    for arch, member in zip(ensemble_members(spec.arch), teacher.members):
+        path = out / f"teacher_{arch}.pt"
+        save_checkpoint(member, dataclasses.replace(spec, arch=arch), path)
+        entries[f"teacher_{arch}_torch"] = (path, str(path))
+    return entries
 
 
 DEPLOYED = "int8_tflite"  # the artifact an edge device runs: one point per experiment in `dvc plots diff`
@@ -63,7 +79,9 @@ def main() -> None:
     all_cores = machine["cpu_count"]
     ops = {}
     results, probabilities = {}, {}
-    for name, (path, source) in tqdm(artifacts(Path(args.models)).items(), desc="benchmark", disable=None):
+    members = tempfile.TemporaryDirectory()
+    measured = {**artifacts(Path(args.models)), **teacher_members(Path(args.models), Path(members.name))}
+    for name, (path, source) in tqdm(measured.items(), desc="benchmark", disable=None):
         if source not in ops:
             ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
         probs = predict(path, images, ctx.meta)
@@ -80,6 +98,7 @@ def main() -> None:
             "latency_ms_all_cores": bench.latency_ms(path, sample, all_cores, cfg.warmup, cfg.runs),
             "throughput": bench.throughput(path, sample, all_cores, cfg.throughput_runs),
         }
+    members.cleanup()
     add_ratios_to_teacher(results)
     majority = int(np.bincount(ctx.splits["train"][1]).argmax())
     majority_accuracy = float((labels == majority).mean())

@@ -1,12 +1,15 @@
-"""distill: train the small student on the frozen teacher's soft targets plus the hard labels."""
+"""distill: train the small student on the frozen teacher's soft targets plus the hard labels.
+
+With `distill.alpha: 0` (distillation off) the student trains on the hard labels alone; the teacher is not loaded.
+"""
 
 import argparse
 
 from lib import checks
 from lib.cli import run
-from lib.experiment import distillation_loss, run_info, score, setup, train
+from lib.experiment import distilling, run_info, score, setup, student_criterion, train
 from lib.io import write_json
-from lib.models import load_checkpoint, save_checkpoint
+from lib.models import save_checkpoint
 
 
 def main() -> None:
@@ -19,14 +22,14 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = setup(args.data)
-    teacher, _ = load_checkpoint(args.teacher, ctx.device)
+    criterion = student_criterion(ctx, args.teacher)  # loading the teacher draws on the seeded RNG: first
     arch, width, cfg = ctx.params.student, ctx.params.student_width, ctx.params.distill
-    model, info = train(ctx.build(arch, width), distillation_loss(ctx, teacher), ctx, cfg.epochs, cfg.lr,
-                        args.live, cfg.precision)
+    model, info = train(ctx.build(arch, width), criterion, ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
     save_checkpoint(model, ctx.spec(arch, width), args.model)
     scores = score(model, ctx)
     warnings = checks.announce(checks.single_class_warnings(f"student {arch}", scores))
-    write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})
+    write_json(args.metrics, {"model": arch, "distilled": distilling(ctx), **info, **run_info(ctx), **scores,
+                              "warnings": warnings})
 
 
 if __name__ == "__main__":

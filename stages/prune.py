@@ -1,13 +1,21 @@
-"""prune: structured L1 channel pruning of the student, then distillation fine-tune from the teacher."""
+"""prune: structured L1 channel pruning of the student, then distillation fine-tune from the teacher.
+
+`prune.iterative_steps` > 1 prunes step by step along torch-pruning's linear schedule, with a short
+fine-tune (`prune.step_epochs`) after every step but the last; `prune.ratio: 0` passes the student through.
+"""
 
 import argparse
+import functools
+from pathlib import Path
+
+from torch import nn
 
 from lib import checks
 from lib.cli import run
-from lib.experiment import distillation_loss, run_info, score, setup, train
+from lib.experiment import Context, distilling, run_info, score, setup, student_criterion, train
 from lib.io import write_json
 from lib.models import load_checkpoint, save_checkpoint
-from lib.pruning import count_macs_params, prune_channels
+from lib.pruning import count_macs_params, prune_steps
 
 
 def main() -> None:
@@ -25,25 +33,56 @@ def main() -> None:
     model, spec = load_checkpoint(args.student)
     example = ctx.example_input()
     macs_before, params_before = count_macs_params(model, example)
-    model = prune_channels(model, example, cfg.ratio, cfg.importance, cfg.iterative_steps, cfg.round_to)
-    macs_after, params_after = count_macs_params(model, example)
+    if cfg.ratio == 0:
+        model, pruning = passthrough(model, ctx, args.live)
+    else:
+        model, pruning = prune_and_finetune(model, ctx, args.teacher, args.live)
+    macs_after, params_after = count_macs_params(model.cpu(), example)
     report = {
         "ratio": cfg.ratio,
         "params": {"before": params_before, "after": params_after,
                    "removed_fraction": round(1 - params_after / params_before, 6)},
         "macs": {"before": macs_before, "after": macs_after,
                  "removed_fraction": round(1 - macs_after / macs_before, 6)},
-        "pruned": score(model.to(ctx.device), ctx),
+        **pruning,
         **run_info(ctx),
     }
-    teacher, _ = load_checkpoint(args.teacher, ctx.device)
-    model, report["finetune"] = train(model, distillation_loss(ctx, teacher), ctx, cfg.finetune_epochs,
-                                      cfg.lr, args.live, ctx.params.distill.precision)
     report["finetuned"] = score(model, ctx)
     report["warnings"] = checks.announce(checks.single_class_warnings("fine-tuned pruned student",
                                                                       report["finetuned"]))
     save_checkpoint(model, spec, args.model)
     write_json(args.metrics, report)
+
+
+def passthrough(model: nn.Module, ctx: Context, live_dir: str) -> tuple[nn.Module, dict]:
+    """`prune.ratio: 0`: the student as it is, not fine-tuned; its (DVC output) live folder stays empty."""
+    Path(live_dir).mkdir(parents=True, exist_ok=True)
+    return model, {"pruned": score(model.to(ctx.device), ctx), "steps": [],
+                   "finetune": {"skipped": "prune.ratio is 0: nothing was pruned"}}
+
+
+def prune_and_finetune(model: nn.Module, ctx: Context, teacher_path: str, live_dir: str) -> tuple[nn.Module, dict]:
+    """Prune step by step, fine-tune `step_epochs` after each step but the last, then `finetune_epochs`.
+
+    The loss (and the teacher in it) is made when first needed: with one step, after pruning, where it has
+    always been made, so the default recipe draws the same random numbers as before steps existed.
+    """
+    cfg = ctx.params.prune
+    example = ctx.example_input()
+    criterion = functools.cache(lambda: student_criterion(ctx, teacher_path))
+    steps = []
+    for step, ratio in enumerate(prune_steps(model, example, cfg.ratio, cfg.importance, cfg.iterative_steps,
+                                             cfg.round_to), start=1):
+        macs, params = count_macs_params(model, example)
+        steps.append({"step": step, "ratio": ratio, "params": params, "macs": macs,
+                      "pruned": score(model.to(ctx.device), ctx, ("val",))["val"][ctx.params.train.monitor]})
+        if step < cfg.iterative_steps and cfg.step_epochs:
+            _, steps[-1]["finetune"] = train(model, criterion(), ctx, cfg.step_epochs, cfg.lr,
+                                             f"{live_dir}/step{step}", ctx.params.distill.precision)
+    report = {"pruned": score(model.to(ctx.device), ctx), "steps": steps, "distilled": distilling(ctx)}
+    model, report["finetune"] = train(model, criterion(), ctx, cfg.finetune_epochs, cfg.lr, live_dir,
+                                      ctx.params.distill.precision)
+    return model, report
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
-"""train_teacher: train the large model on hard labels; keep the best epoch on validation."""
+"""train_teacher: train the large model on hard labels; keep the best epoch on validation.
+
+A list of models (`teacher: [resnet18, densenet121]`) trains each member with the same recipe, member i
+with seed `seed + i`, and saves them as one `Ensemble` network that averages their probabilities.
+"""
 
 import argparse
+import dataclasses
+
+from torch import nn
 
 from lib import checks
 from lib.cli import run
-from lib.experiment import hard_label_loss, run_info, score, setup, train
+from lib.experiment import Context, hard_label_loss, run_info, score, setup, train
 from lib.io import write_json
-from lib.models import save_checkpoint
+from lib.models import Ensemble, ensemble_arch, save_checkpoint
+from lib.training import seed_everything
 
 
 def main() -> None:
@@ -18,13 +26,38 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = setup(args.data)
-    arch = ctx.params.teacher
-    cfg = ctx.params.train
-    model, info = train(ctx.build(arch), hard_label_loss(ctx), ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
+    arch = ensemble_arch(ctx.params.teachers)
+    if isinstance(ctx.params.teacher, str):
+        model, info = train_one(ctx, arch, args.live)
+    else:
+        model, info = train_ensemble(ctx, args.live)
     save_checkpoint(model, ctx.spec(arch), args.model)
     scores = score(model, ctx)
     warnings = checks.announce(checks.single_class_warnings(f"teacher {arch}", scores))
     write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})
+
+
+def train_one(ctx: Context, arch: str, live_dir: str) -> tuple[nn.Module, dict]:
+    cfg = ctx.params.train
+    return train(ctx.build(arch), hard_label_loss(ctx), ctx, cfg.epochs, cfg.lr, live_dir, cfg.precision)
+
+
+def train_ensemble(ctx: Context, live_dir: str) -> tuple[Ensemble, dict]:
+    """Each member trained as a lone teacher would be, at its own seed (the first at `seed` itself), logged
+    under `live_dir/<member>`; returns the ensemble and each member's training info and scores."""
+    members, figures = [], {}
+    for offset, arch in enumerate(ctx.params.teachers):
+        member_ctx = reseeded(ctx, ctx.params.seed + offset)
+        model, info = train_one(member_ctx, arch, f"{live_dir}/{arch}")
+        members.append(model)
+        figures[arch] = {"seed": member_ctx.params.seed, **info, **score(model, ctx)}
+    return Ensemble(members), {"members": figures}
+
+
+def reseeded(ctx: Context, seed: int) -> Context:
+    """`ctx` at another seed: the random number generators and the data order are seeded with it."""
+    seed_everything(seed)
+    return dataclasses.replace(ctx, params=dataclasses.replace(ctx.params, seed=seed))
 
 
 if __name__ == "__main__":

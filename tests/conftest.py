@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,11 +123,15 @@ def copy_pipeline(dest: Path) -> Path:
     return dest
 
 
-def edit_params(repo: Path, **sections: dict) -> None:
-    """Update params.yaml section by section, e.g. `edit_params(repo, train={"epochs": 1})`."""
+def edit_params(repo: Path, **sections: dict | Any) -> None:
+    """Update params.yaml section by section, e.g. `edit_params(repo, train={"epochs": 1})`; a value that is
+    not a mapping replaces a top-level key (`teacher=["resnet18", "mobilenetv2"]`)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            params.setdefault(section, {}).update(values)
+        else:
+            params[section] = values
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -150,14 +155,22 @@ def tiny_project(repo: Path, per_split: dict[str, int], **sections: dict) -> Pat
     return repo
 
 
+# One epoch per training, few calibration images, a short benchmark: the params sections of a tiny run.
+TINY_RUN = {"train": {"epochs": 1, "batch_size": 64}, "distill": {"epochs": 1}, "prune": {"finetune_epochs": 1},
+            "quantize": {"calibration_samples": 16},
+            "benchmark": {"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2,
+                          "bootstrap_samples": 20}}
+
+
+def tiny_run(**sections: dict) -> dict:
+    """`TINY_RUN` with `sections` merged in, section by section."""
+    return {name: {**TINY_RUN.get(name, {}), **sections.get(name, {})} for name in {*TINY_RUN, *sections}}
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """The whole DAG run once by `dvc repro` on tiny data, shared by the end-to-end tests."""
-    repo = tiny_project(
-        tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80},
-        train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1}, prune={"finetune_epochs": 1},
-        quantize={"calibration_samples": 16},
-        benchmark={"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2, "bootstrap_samples": 20})
+    repo = tiny_project(tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80}, **tiny_run())
     result = run(["dvc", "repro"], repo)
     (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)  # .dvc/tmp is not tracked
     return repo
