@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
 SEEDS ?= 43 44
-STUDENTS ?= efficientnet_b0 mobilenetv3_large mobilenetv3_small mnasnet squeezenet1_1
+STUDENTS ?= efficientnet_b0 mobilenetv3_large mobilenetv3_small mnasnet
 
 .PHONY: setup repro test test-all report exps seeds compare students clean-venv
 
