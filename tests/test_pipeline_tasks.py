@@ -7,9 +7,10 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import make_arrays, make_imagefolder, run, tiny_run
+from conftest import label_image, make_arrays, make_imagefolder, run, save_png, tiny_run
 
 SPLITS = {"train": 64, "val": 24, "test": 24}
 
@@ -80,13 +81,12 @@ def test_multi_label_arrays_run(multi_label):
     assert read(multi_label, "plots/benchmark/plots/sklearn/confusion/int8_tflite.json") == []
     run(["dvc", "plots", "show", "--out", "dvc_plots"], multi_label)
     assert "ROC curves of every artifact" in (multi_label / "dvc_plots/index.html").read_text()
+    table = run(["python", "-m", "lib.report"], multi_label).stdout
+    assert "sensitivity label4" in table and "0.500 balanced accuracy" in table
 
 
 def test_multi_label_predict_cli_lists_each_label(multi_label):
-    image = multi_label / "scan.png"
-    from conftest import label_image, save_png
-    import numpy as np
-    save_png(image, label_image(np.random.default_rng(0), np.array([1, 0, 0, 1, 0]), 28, rgb=False))
+    save_png(multi_label / "scan.png", label_image(np.random.default_rng(0), np.array([1, 0, 0, 1, 0]), 28, rgb=False))
     out = run(["python", "-m", "lib.predict", "models/student_int8.tflite", "scan.png", "--json"], multi_label)
     row = json.loads(out.stdout)[0]
     assert len(row["top"]) == 5 and set(row["positive"]) <= {f"label{i}" for i in range(5)}
