@@ -11,7 +11,7 @@ from tqdm import tqdm
 from lib import bench, checks
 from lib.cli import run
 from lib.data import is_multi_label, normalize
-from lib.experiment import setup
+from lib.experiment import Context, setup
 from lib.io import atomic_path, write_json
 from lib.metrics import (THRESHOLD, accuracy_from_probs, auc_score, bootstrap_ci, classification_metrics,
                          f1_thresholds, majority_baseline)
@@ -84,7 +84,7 @@ def main() -> None:
     write_json(args.headline, headline(results))
 
 
-def val_thresholds(path: Path, ctx) -> np.ndarray | None:
+def val_thresholds(path: Path, ctx: Context) -> np.ndarray | None:
     """Multi-label: the artifact's per-label decision thresholds, chosen on val; None for single-label."""
     if not is_multi_label(ctx.meta):
         return None
