@@ -13,14 +13,27 @@ INT8_MAX_AUC_DROP = 0.05  # INT8 AUC more than 5 points below its float model is
 
 
 def single_class_warnings(what: str, metrics_by_split: dict[str, dict]) -> list[str]:
-    """A warning for each split on which `what` predicted one class for every image."""
+    """A warning for each split on which `what` predicted one class for every image; for multi-label
+    metrics (`predicted_positive`), for each split where some labels got one answer on every image."""
     out = []
     for split, metrics in metrics_by_split.items():
+        if "predicted_positive" in metrics:
+            out += constant_label_warnings(what, split, metrics)
+            continue
         predicted = [name for name, n in metrics["predicted_counts"].items() if n > 0]
         if len(predicted) == 1:
             out.append(f"{what} predicts {predicted[0]!r} for every {split} image: the model has collapsed "
                        "to a constant output")
     return out
+
+
+def constant_label_warnings(what: str, split: str, metrics: dict) -> list[str]:
+    """Multi-label: the labels predicted present on every image of the split, or on none (threshold 0.5)."""
+    constant = [name for name, n in metrics["predicted_positive"].items() if n in (0, metrics["images"])]
+    if not constant:
+        return []
+    return [f"{what} gives label(s) {', '.join(map(repr, constant))} the same answer on every {split} image "
+            "(all present or all absent at threshold 0.5): those outputs have collapsed to a constant"]
 
 
 def int8_auc_warning(what: str, int8_auc: float | None, float_auc: float | None) -> list[str]:
@@ -30,11 +43,12 @@ def int8_auc_warning(what: str, int8_auc: float | None, float_auc: float | None)
             f"model's {float_auc:.3f} (limit {100 * INT8_MAX_AUC_DROP:.0f}): quantization broke the model"]
 
 
-def majority_warning(what: str, accuracy: float, majority_accuracy: float) -> list[str]:
+def majority_warning(what: str, accuracy: float, majority_accuracy: float, metric: str = "accuracy") -> list[str]:
+    """`metric` (accuracy; balanced_accuracy for multi-label) no better than the constant majority answer's."""
     if accuracy > majority_accuracy:
         return []
-    return [f"{what}: test accuracy {accuracy:.3f} is no better than always answering the majority class "
-            f"({majority_accuracy:.3f})"]
+    return [f"{what}: test {metric.replace('_', ' ')} {accuracy:.3f} is no better than always answering the "
+            f"majority class ({majority_accuracy:.3f})"]
 
 
 def announce(warnings: list[str]) -> list[str]:

@@ -1,10 +1,13 @@
 """Data set sources → one processed format, and the torch data pipeline every stage shares.
 
 Processed format (what `prepare_data` writes and every later stage reads), one `.npy` per split and array:
-`<dir>/{split}_images.npy` uint8 (N, H, W, C) and `<dir>/{split}_labels.npy` int64 (N,) for split in
-train, val, test, plus `meta.json` (class names, counts, normalisation statistics of the training split, image
-size, channels, content hash). Plain `.npy` files can be memory-mapped, so a data set larger than the machine's
-memory is written a chunk at a time and read only as far as a stage touches it.
+`<dir>/{split}_images.npy` uint8 (N, H, W, C) and `<dir>/{split}_labels.npy` for split in train, val, test,
+plus `meta.json` (class names, counts, normalisation statistics of the training split, image size, channels,
+content hash). Labels are int64 class indices (N,) for a single-label task, and a uint8 0/1 matrix (N, L)
+for a multi-label one, whose meta.json says `"task": "multi-label"` (no `task` means multi-class: binary is
+two classes, and single-label data keeps the meta.json, and so the hash, it had before tasks existed).
+Plain `.npy` files can be memory-mapped, so a data set larger than the machine's memory is written a chunk
+at a time and read only as far as a stage touches it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 MEDMNIST_SIZES = (28, 64, 128, 224)
 CHUNK_BYTES = 8 * 2**20  # images are read, resized, written and summarised this many bytes at a time
+MULTI_CLASS, MULTI_LABEL = "multi-class", "multi-label"  # one class per image | any set of labels per image
+MEDMNIST_TASKS = {"binary-class": MULTI_CLASS, "multi-class": MULTI_CLASS,
+                  "ordinal-regression": MULTI_CLASS,  # RetinaMNIST's grades, classified as classes
+                  "multi-label, binary-class": MULTI_LABEL}
 
 Reader = Callable[[np.ndarray], np.ndarray]
 
@@ -61,6 +68,16 @@ class RawDataset:
     classes: list[str]
     test_split: str = "provided by the source"  # where the test split came from, recorded in meta.json
     skipped_files: dict[str, int] | None = None  # imagefolder: non-image files left out, per split folder
+    task: str = MULTI_CLASS
+
+
+def task_of(meta: dict) -> str:
+    """The task a processed data set was prepared for; a meta.json without `task` is multi-class."""
+    return meta.get("task", MULTI_CLASS)
+
+
+def is_multi_label(meta: dict) -> bool:
+    return task_of(meta) == MULTI_LABEL
 
 
 def _chunks(n: int, row_bytes: int) -> Iterator[slice]:
@@ -78,17 +95,20 @@ def load_source(cfg: DatasetConfig, seed: int) -> RawDataset:
     """The configured source's splits, with a stratified test split carved from train when it has none."""
     loaders = {"medmnist": _load_medmnist, "imagefolder": _load_imagefolder, "arrays": _load_arrays}
     raw = loaders[cfg.source](cfg)
-    _check_labels(raw.splits, raw.classes)
+    (_check_label_matrices if raw.task == MULTI_LABEL else _check_labels)(raw.splits, raw.classes)
     if "test" not in raw.splits:
         raw.splits["train"], raw.splits["test"] = _carve(raw.splits["train"], cfg.test_fraction, seed)
-        raw.test_split = f"carved from train: {cfg.test_fraction:.0%} stratified, seed {seed}"
+        how = "stratified" if raw.task == MULTI_CLASS else "at random"
+        raw.test_split = f"carved from train: {cfg.test_fraction:.0%} {how}, seed {seed}"
     return raw
 
 
 def _carve(train: SourceSplit, fraction: float, seed: int) -> tuple[SourceSplit, SourceSplit]:
+    """Stratified by class; a multi-label split is carved at random (its label combinations are too many)."""
+    stratify = train.labels if train.labels.ndim == 1 else None
     try:
         train_rows, test_rows = train_test_split(np.arange(len(train)), test_size=fraction,
-                                                 stratify=train.labels, random_state=seed)
+                                                 stratify=stratify, random_state=seed)
     except ValueError as err:
         raise UserError(f"dataset.test_fraction: cannot carve a stratified {fraction:.0%} test split from "
                         f"the {len(train)} train images ({err}); add more images per class or give the "
@@ -115,9 +135,10 @@ def _load_medmnist(cfg: DatasetConfig) -> RawDataset:
         raise UserError(f"dataset.name: unknown MedMNIST data set {cfg.name!r}; "
                         f"2D names are {', '.join(known)}")
     info = medmnist.INFO[name]
-    if info["task"] not in ("binary-class", "multi-class") or name.endswith("3d"):
-        raise UserError(f"dataset.name: {name} is a {info['task']} task; this pipeline trains "
-                        "single-label 2D classifiers (binary-class or multi-class)")
+    task = MEDMNIST_TASKS.get(info["task"])
+    if task is None or name.endswith("3d"):
+        raise UserError(f"dataset.name: {name} is a {'3D' if name.endswith('3d') else info['task']} data set; "
+                        f"this pipeline trains 2D classifiers ({', '.join(MEDMNIST_TASKS)} tasks)")
     size = next((s for s in MEDMNIST_SIZES if s >= cfg.image_size), MEDMNIST_SIZES[-1])
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -135,9 +156,10 @@ def _load_medmnist(cfg: DatasetConfig) -> RawDataset:
                     f"MedMNIST {name} ({size} px) is not in {root} and could not be downloaded "
                     f"({err}); put {filename} in {root} or allow network access") from err
         images = ds.imgs if ds.imgs.ndim == 4 else ds.imgs[..., None]
-        splits[split] = SourceSplit(ds.labels.reshape(-1).astype(np.int64), _array_reader(images, cfg.image_size))
+        labels = ds.labels.astype(np.uint8) if task == MULTI_LABEL else ds.labels.reshape(-1).astype(np.int64)
+        splits[split] = SourceSplit(labels, _array_reader(images, cfg.image_size))
     classes = [info["label"][str(i)] for i in range(len(info["label"]))]
-    return RawDataset(splits, classes)
+    return RawDataset(splits, classes, task=task)
 
 
 def _load_imagefolder(cfg: DatasetConfig) -> RawDataset:
@@ -236,9 +258,13 @@ def _is_grayscale(images: np.ndarray) -> bool:
 
 
 def _load_arrays(cfg: DatasetConfig) -> RawDataset:
-    """`X_<split>.npy` (memory-mapped) / `y_<split>.npy`; labels as ints or one-hot; NHWC or NCHW; uint8 or float."""
+    """`X_<split>.npy` (memory-mapped) / `y_<split>.npy`; NHWC or NCHW; uint8 or float.
+
+    Labels are class indices, one-hot rows, or a 0/1 matrix (N, L) of L labels per image: the data set is
+    multi-label when some split's matrix has a row that is not one-hot (no 1, or several).
+    """
     root = Path(cfg.root)
-    splits = {}
+    found = {}
     for split in SPLITS:
         x_path, y_path = root / f"X_{split}.npy", root / f"y_{split}.npy"
         if not x_path.exists() and not y_path.exists() and split == "test":
@@ -247,17 +273,43 @@ def _load_arrays(cfg: DatasetConfig) -> RawDataset:
             if not p.exists():
                 raise UserError(f"dataset.root: {p} not found; the arrays source needs X_train.npy, "
                                 "y_train.npy, X_val.npy, y_val.npy (X_test.npy/y_test.npy optional)")
+        found[split] = (x_path, y_path, np.load(y_path, allow_pickle=False))
+    task = _arrays_task([y for _, _, y in found.values()])
+    to_labels = _label_matrix if task == MULTI_LABEL else _labels_to_int
+    splits = {}
+    for split, (x_path, y_path, y) in found.items():
         x = np.load(x_path, mmap_mode="r", allow_pickle=False)
-        y = _labels_to_int(np.load(y_path, allow_pickle=False), y_path)
+        y = to_labels(y, y_path)
         if len(x) != len(y):
             raise UserError(f"{x_path.name} has {len(x)} images but {y_path.name} has {len(y)} labels")
         splits[split] = SourceSplit(y, _images_reader(x, x_path, cfg.image_size))
     classes_file = root / "classes.txt"
     if classes_file.exists():
         classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+    elif task == MULTI_LABEL:
+        classes = [str(i) for i in range(splits["train"].labels.shape[1])]
     else:
         classes = [str(i) for i in range(int(max(s.labels.max(initial=0) for s in splits.values())) + 1)]
-    return RawDataset(splits, classes)
+    return RawDataset(splits, classes, task=task)
+
+
+def _arrays_task(labels: list[np.ndarray]) -> str:
+    """Multi-label when a 2-D label array (N, L > 1) has a row that is not one-hot; one-hot stays single-label."""
+    for y in labels:
+        if y.ndim == 2 and y.shape[1] > 1 and not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            return MULTI_LABEL
+    return MULTI_CLASS
+
+
+def _label_matrix(y: np.ndarray, path: Path) -> np.ndarray:
+    """A multi-label split's labels: a 0/1 matrix (N, L) → uint8."""
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise UserError(f"{path}: labels of shape {y.shape} in a multi-label data set (another split has a "
+                        "0/1 label matrix); give every split a 0/1 matrix (N, L) with one column per label")
+    if not np.isin(y, (0, 1)).all():
+        raise UserError(f"{path}: a 2-D label matrix must hold only 0 and 1 (one column per label, 1 = "
+                        f"present); found values {np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}")
+    return y.astype(np.uint8)
 
 
 def _images_reader(x: np.ndarray, path: Path, size: int) -> Reader:
@@ -320,6 +372,22 @@ def _check_labels(splits: dict[str, SourceSplit], classes: list[str]) -> None:
         raise UserError(f"the train split has no image of class(es) {[classes[i] for i in missing]}")
 
 
+def _check_label_matrices(splits: dict[str, SourceSplit], labels: list[str]) -> None:
+    """Multi-label: one column per label name in every split; each label both present and absent in train."""
+    for split, source in splits.items():
+        if len(source) == 0:
+            raise UserError(f"split {split!r} is empty")
+        if source.labels.shape[1] != len(labels):
+            raise UserError(f"split {split!r} has {source.labels.shape[1]} label columns but there are "
+                            f"{len(labels)} label names ({', '.join(labels)}); make classes.txt list one "
+                            "name per column")
+    train = splits["train"].labels
+    constant = [name for name, column in zip(labels, train.T) if column.min() == column.max()]
+    if constant:
+        raise UserError(f"label(s) {constant} are present on every train image or on none; each label "
+                        "needs positive and negative training images")
+
+
 def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 NHWC images to size × size (bilinear), leaving the right size untouched."""
     if images.shape[1:3] == (size, size):
@@ -352,13 +420,13 @@ def write_processed(raw: RawDataset, cfg: DatasetConfig, out_dir: str | Path) ->
             "source": cfg.source,
             **({"name": cfg.name} if cfg.source == "medmnist" else {}),
             "classes": raw.classes,
+            **({"task": raw.task} if raw.task != MULTI_CLASS else {}),
             "image_size": cfg.image_size,
             "channels": channels,
             "mean": mean,
             "std": std,
             "test_split": raw.test_split,
-            "counts": {split: {c: int((y == i).sum()) for i, c in enumerate(raw.classes)}
-                       for split, (_, y) in splits.items()},
+            "counts": {split: class_counts(y, raw.classes) for split, (_, y) in splits.items()},
             "sha256": content_hash(splits),
             **({"skipped_files": raw.skipped_files} if raw.skipped_files is not None else {}),
         }
@@ -395,6 +463,13 @@ def _widen(path: Path, channels: int) -> np.memmap:
     wide.flush()
     os.replace(wide_path, path)  # the open map follows the file to its new name
     return wide
+
+
+def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Images of each class; for a multi-label matrix, images on which each label is present."""
+    if labels.ndim == 2:
+        return {c: int(labels[:, i].sum()) for i, c in enumerate(classes)}
+    return {c: int((labels == i).sum()) for i, c in enumerate(classes)}
 
 
 def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:

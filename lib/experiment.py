@@ -14,9 +14,9 @@ from torch import nn
 
 from lib import distributed
 from lib.config import Params, load_params
-from lib.data import SPLITS, load_meta, load_split, make_loader
+from lib.data import SPLITS, is_multi_label, load_meta, load_split, make_loader, task_of
 from lib.errors import UserError
-from lib.metrics import accuracy_from_probs, agreement, auc_score, classification_metrics
+from lib.metrics import accuracy_from_probs, agreement, auc_score, classification_metrics, f1_thresholds
 from lib.models import Ensemble, ModelSpec, build_from_spec, load_checkpoint
 from lib.runtimes import predict
 from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights, fit,
@@ -33,6 +33,10 @@ class Context:
     @property
     def num_classes(self) -> int:
         return len(self.meta["classes"])
+
+    @property
+    def task(self) -> str:
+        return task_of(self.meta)
 
     def spec(self, arch: str, width: float = 1.0) -> ModelSpec:
         return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"], width)
@@ -60,7 +64,7 @@ def setup(processed_dir: str | Path) -> Context:
 def hard_label_loss(ctx: Context) -> HardLabelLoss:
     cfg = ctx.params.train
     return HardLabelLoss(class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
-                         cfg.label_smoothing)
+                         cfg.label_smoothing, ctx.task)
 
 
 def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
@@ -70,7 +74,7 @@ def distillation_loss(ctx: Context, teacher: nn.Module) -> DistillationLoss:
     cfg = ctx.params.train
     return DistillationLoss(teacher, ctx.params.distill.temperature, ctx.params.distill.alpha,
                             class_weights(ctx.splits["train"][1], ctx.num_classes, cfg.class_weights),
-                            cfg.label_smoothing, teacher_precision=cfg.precision)
+                            cfg.label_smoothing, teacher_precision=cfg.precision, task=ctx.task)
 
 
 def distilling(ctx: Context) -> bool:
@@ -148,12 +152,17 @@ def train_worker(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: i
 
 
 def score(model: nn.Module, ctx: Context, splits: tuple[str, ...] = ("val", "test")) -> dict:
-    """Classification metrics of a torch model on the named splits."""
-    out = {}
+    """Classification metrics of a torch model on the named splits.
+
+    Multi-label: per-label thresholds chosen on val (when scored first) are applied to the later splits.
+    """
+    out, thresholds = {}, None
     for split in splits:
         images, labels = ctx.splits[split]
-        out[split] = classification_metrics(labels, predict(model, images, ctx.meta, device=ctx.device),
-                                            ctx.meta["classes"])
+        probs = predict(model, images, ctx.meta, device=ctx.device)
+        out[split] = classification_metrics(labels, probs, ctx.meta["classes"], thresholds)
+        if split == "val" and is_multi_label(ctx.meta):
+            thresholds = f1_thresholds(labels, probs)
     return out
 
 
@@ -165,12 +174,16 @@ def run_info(ctx: Context) -> dict:
 
 
 def check_parity(reference: np.ndarray, probs: np.ndarray, what: str,
-                 min_agreement: float, max_prob_diff: float) -> dict:
-    """Compare two artifacts' test probabilities; raise (so the stage writes nothing) when they drift."""
-    result = agreement(reference, probs)
-    if result["top1_agreement"] < min_agreement or result["max_abs_prob_diff"] > max_prob_diff:
+                 min_agreement: float, max_prob_diff: float, multi_label: bool = False) -> dict:
+    """Compare two artifacts' test probabilities; raise (so the stage writes nothing) when they drift.
+
+    `min_agreement` bounds the top-1 agreement, or for multi-label the agreement of the label decisions.
+    """
+    result = agreement(reference, probs, multi_label)
+    kind, share = ("label", result["label_agreement"]) if multi_label else ("top-1", result["top1_agreement"])
+    if share < min_agreement or result["max_abs_prob_diff"] > max_prob_diff:
         raise RuntimeError(
-            f"{what} parity check failed: top-1 agreement {result['top1_agreement']:.4%} "
+            f"{what} parity check failed: {kind} agreement {share:.4%} "
             f"(need ≥ {min_agreement:.2%}), max |Δprob| {result['max_abs_prob_diff']:.2e} "
             f"(need ≤ {max_prob_diff:.0e}); the converted model does not compute what its source does")
     return result

@@ -54,16 +54,33 @@ def stratified_sample(labels: np.ndarray, samples: int, seed: int) -> np.ndarray
     """Indices of `samples` images drawn at random (seeded), shared as evenly over the classes as they allow.
 
     Classes take turns, so a rare class is shown as often as a common one; the result is grouped by class.
+    A multi-label matrix is grouped by each image's first present label (images with none form a group).
     """
+    groups = labels if labels.ndim == 1 else first_label(labels)
     rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    pools = [rng.permutation(np.flatnonzero(groups == c)) for c in np.unique(groups)]
     turns = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
     chosen = np.asarray(turns[:samples])
-    return chosen[np.argsort(labels[chosen], kind="stable")]
+    return chosen[np.argsort(groups[chosen], kind="stable")]
+
+
+def first_label(labels: np.ndarray) -> np.ndarray:
+    """Per row of a 0/1 label matrix (N, L): the index of its first 1, or L for a row of zeros."""
+    return np.where(labels.any(axis=1), labels.argmax(axis=1), labels.shape[1])
+
+
+def describe(label: np.ndarray, classes: list[str]) -> str:
+    """A true label for a title: the class, or the present labels of a multi-label row ('none' if none)."""
+    if label.ndim == 0:
+        return classes[label]
+    return ", ".join(classes[i] for i in np.flatnonzero(label)) or "none"
 
 
 def gradcam(model: nn.Module, images: np.ndarray, meta: dict, device: torch.device) -> Explanation:
-    """Grad-CAM of uint8 NHWC `images` for the class `model` predicts on each, at its `target_layer`."""
+    """Grad-CAM of uint8 NHWC `images` for the class `model` predicts on each, at its `target_layer`.
+
+    Multi-label: for the label it scores highest on each image.
+    """
     model = model.to(device).eval()
     probs = predict(model, images, meta, device=device)
     predicted = probs.argmax(axis=1)
@@ -83,7 +100,7 @@ def plot_grid(images: np.ndarray, labels: np.ndarray, explanations: dict[str, Ex
     for r, (image, label) in enumerate(zip(images, labels)):
         shown = image[..., 0] if gray else image
         axes[r, 0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
-        axes[r, 0].set_title(f"true: {classes[label]}", fontsize=8)
+        axes[r, 0].set_title(f"true: {describe(label, classes)}", fontsize=8)
         for ax, (name, exp) in zip(axes[r, 1:], explanations.items()):
             ax.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
             ax.imshow(exp.heatmaps[r], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)

@@ -3,6 +3,9 @@
     python -m lib.predict models/student_int8.tflite scans/            # a table, best class per image
     python -m lib.predict models/teacher.pt scan.png --top 2 --json    # the two best classes, as JSON
 
+A multi-label model (meta.json `"task": "multi-label"`) gives every label's probability, best first, and
+the labels whose probability reaches `--threshold` (default 0.5) as the image's findings.
+
 Images are read by the same function as the imagefolder source and normalised with the statistics in the
 `meta.json` of the data the model was trained on, so a prediction sees what training saw.
 """
@@ -20,9 +23,10 @@ from PIL import Image
 from torch import nn
 
 from lib.cli import run
-from lib.data import IMAGE_SUFFIXES, read_image
+from lib.data import IMAGE_SUFFIXES, is_multi_label, read_image
 from lib.errors import UserError
 from lib.io import read_json
+from lib.metrics import THRESHOLD
 from lib.models import load_checkpoint
 from lib.runtimes import predict
 from lib.training import resolve_device
@@ -132,18 +136,24 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[list[tuple[str,
     return [[(classes[i], float(row[i])) for i in idx] for row, idx in zip(probs, order)]
 
 
-def as_json(names: list[str], best: list[list[tuple[str, float]]]) -> str:
-    return json.dumps([{"file": name, "predicted": top[0][0], "probability": top[0][1],
-                        "top": [{"class": c, "probability": p} for c, p in top]}
+def as_json(names: list[str], best: list[list[tuple[str, float]]], threshold: float | None = None) -> str:
+    """Per image the best class; with a `threshold` (multi-label) the labels reaching it instead."""
+    def answer(top: list[tuple[str, float]]) -> dict:
+        if threshold is None:
+            return {"predicted": top[0][0], "probability": top[0][1]}
+        return {"positive": [c for c, p in top if p >= threshold], "threshold": threshold}
+    return json.dumps([{"file": name, **answer(top), "top": [{"class": c, "probability": p} for c, p in top]}
                        for name, top in zip(names, best)], indent=2)
 
 
-def as_table(names: list[str], best: list[list[tuple[str, float]]]) -> str:
-    """One row per image and rank: file, class, probability."""
-    rows = [(name, c, f"{p:.4f}") for name, top in zip(names, best) for c, p in top]
-    header = ("file", "class", "probability")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
-    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in [header, *rows])
+def as_table(names: list[str], best: list[list[tuple[str, float]]], threshold: float | None = None) -> str:
+    """One row per image and rank: file, class, probability; with a `threshold` (multi-label) a last
+    column says whether the label reaches it."""
+    rows = [(name, c, f"{p:.4f}", *(["yes" if p >= threshold else "no"] if threshold is not None else []))
+            for name, top in zip(names, best) for c, p in top]
+    header = ("file", "class", "probability", *(["positive"] if threshold is not None else []))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(f"{v:<{w}}" for v, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,10 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--meta", type=Path, default=Path("data/processed/meta.json"),
                         help="meta.json of the data set the model was trained on (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable classes")
+    parser.add_argument("--top", type=int, metavar="K", help="show the K most probable classes "
+                        "(default 1; multi-label: every label)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help="multi-label: a label is present when its probability reaches this (default 0.5)")
     args = parser.parse_args(argv)
 
     meta = load_meta(args.meta)
+    threshold = args.threshold if is_multi_label(meta) else None
+    if args.top is None:
+        args.top = 1 if threshold is None else len(meta["classes"])
     if not 1 <= args.top <= len(meta["classes"]):
         raise UserError(f"--top: got {args.top}; expected 1 to {len(meta['classes'])} "
                         f"(the number of classes)")
@@ -168,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     images = read_images(files, meta["image_size"], meta["channels"])
     best = top_k(predict(model, images, meta, device=device), meta["classes"], args.top)
     names = [str(f.relative_to(args.images)) if args.images.is_dir() else str(f) for f in files]
-    print(as_json(names, best) if args.json else as_table(names, best))
+    print(as_json(names, best, threshold) if args.json else as_table(names, best, threshold))
 
 
 if __name__ == "__main__":

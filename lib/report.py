@@ -37,6 +37,11 @@ def _ci(value: float, ci: list[float] | None) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
+def _rate(value: float | None) -> str:
+    """A sensitivity, or n/a where the test split holds no image of the class or label."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def results_table(bench: dict) -> str:
     artifacts = sorted((k for k, v in bench.items() if isinstance(v, dict) and "latency_ms" in v),
                        key=lambda k: -bench[k]["size_bytes"])  # largest first: the order of compression
@@ -51,15 +56,16 @@ def results_table(bench: dict) -> str:
         rows.append([
             f"`{name}`", _ci(t["accuracy"], t["ci95"]["accuracy"]),
             _ci(t["auc"], t["ci95"]["auc"]) if t["auc"] is not None else "n/a", f"{t['f1_macro']:.3f}",
-            *[f"{t['per_class'][c]['sensitivity']:.3f}" for c in classes], f"{t['ece']:.3f}",
+            *[_rate(t["per_class"][c]["sensitivity"]) for c in classes], f"{t['ece']:.3f}",
             f"{r['size_bytes'] / 1024:,.0f}", f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}",
             f"{r['latency_ms']['p50']:.2f}", f"{r['vs_teacher']['smaller_x']:.1f}",
             f"{r['vs_teacher']['faster_x']:.1f}"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     base = bench["baseline_majority_class"]
+    (metric, value), = base["test"].items()  # accuracy; balanced accuracy for a multi-label set
     machine = bench["machine"]
-    lines += ["", f"Always answering “{base['class']}” scores {base['test']['accuracy']:.3f} accuracy on the "
+    lines += ["", f"Always answering “{base['class']}” scores {value:.3f} {metric.replace('_', ' ')} on the "
               f"same {bench['test_images']} test images. Timings: {machine['cpu']}, {machine['cpu_count']} cores; "
               "“faster ×” compares with the teacher's fastest runtime at the same thread count."]
     lines += [f"\n**Warning:** {message}" for message in bench.get("warnings", [])]

@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from torch import nn
 
-from lib.data import normalize
+from lib.data import is_multi_label, normalize
 from lib.errors import UserError
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -122,8 +122,10 @@ def load_runner(artifact: nn.Module | str | Path, threads: int | None = None,
 def predict(artifact: nn.Module | str | Path | Runner, images: np.ndarray, meta: dict,
             batch_size: int = 256, threads: int | None = None,
             device: str | torch.device = "cpu") -> np.ndarray:
-    """uint8 NHWC images → class probabilities (N, classes), for any artifact."""
+    """uint8 NHWC images → probabilities (N, classes), for any artifact: softmax over the classes, or a
+    sigmoid per label when `meta` is of a multi-label data set."""
     run = artifact if callable(artifact) and not isinstance(artifact, nn.Module) else \
         load_runner(artifact, threads, device)
-    logits = [run(normalize(images[i:i + batch_size], meta)) for i in range(0, len(images), batch_size)]
-    return softmax(np.concatenate(logits).astype(np.float64), axis=1)
+    logits = np.concatenate([run(normalize(images[i:i + batch_size], meta))
+                             for i in range(0, len(images), batch_size)]).astype(np.float64)
+    return expit(logits) if is_multi_label(meta) else softmax(logits, axis=1)

@@ -2,7 +2,8 @@
 
 Shaped like torchvision's classification references: `train_one_epoch` and `evaluate` are plain functions,
 parametrised by the criterion. A criterion is called as `criterion(logits, images, labels)` so the
-distillation loss can ask the frozen teacher about the same batch.
+distillation loss can ask the frozen teacher about the same batch. Each criterion follows the data set's task:
+softmax cross-entropy for one class per image, a binary cross-entropy per label (sigmoid) for multi-label.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from lib import distributed
+from lib.data import MULTI_CLASS, MULTI_LABEL
 from lib.errors import UserError
 from lib.metrics import classification_metrics
 from lib.runtimes import predict, torch_runner
@@ -78,33 +80,69 @@ class Compute:
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
-    """'balanced': n_samples / (n_classes · count), as scikit-learn's `class_weight='balanced'`."""
+    """'balanced': n_samples / (n_classes · count), as scikit-learn's `class_weight='balanced'`.
+
+    For a multi-label matrix: negatives / positives per label, BCE's `pos_weight`, which weighs each
+    label's positives as much as its negatives.
+    """
     if mode == "none":
         return None
+    if labels.ndim == 2:
+        positives = labels.sum(axis=0, dtype=np.float64)
+        return torch.tensor((len(labels) - positives) / positives, dtype=torch.float32)
     from sklearn.utils.class_weight import compute_class_weight
     weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
     return torch.tensor(weights, dtype=torch.float32)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float, hard_loss: nn.Module) -> torch.Tensor:
-    """α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1−α)·hard_loss(s, y)  (Hinton et al., 2015).
+                      temperature: float, alpha: float, hard_loss: nn.Module,
+                      task: str = MULTI_CLASS) -> torch.Tensor:
+    """α·T²·soft(s/T, t/T) + (1−α)·hard_loss(s, y)  (Hinton et al., 2015), soft as in `soft_target_loss`.
 
     T² keeps the soft term's gradients on the same scale as the hard term's whatever the temperature.
     """
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
-                    F.log_softmax(teacher_logits / temperature, dim=1),
-                    reduction="batchmean", log_target=True)
+    soft = soft_target_loss(student_logits / temperature, teacher_logits / temperature, task)
     return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss(student_logits, labels)
 
 
-class HardLabelLoss(nn.Module):
-    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, task: str) -> torch.Tensor:
+    """KL(softmax(t) ‖ softmax(s)) per image; multi-label: BCE(sigmoid(s), sigmoid(t)) averaged over images
+    and labels, the binary KL of each label plus the teacher's entropy (a constant: same gradients)."""
+    if task == MULTI_LABEL:
+        return F.binary_cross_entropy_with_logits(student_logits, torch.sigmoid(teacher_logits))
+    return F.kl_div(F.log_softmax(student_logits, dim=1), F.log_softmax(teacher_logits, dim=1),
+                    reduction="batchmean", log_target=True)
+
+
+class MultiLabelBCE(nn.Module):
+    """BCE on each label's logit against a 0/1 label matrix; label smoothing ε moves targets to ε/2, 1 − ε/2."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
         super().__init__()
-        self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        targets = labels.float() * (1.0 - self.label_smoothing) + self.label_smoothing / 2
+        return self.bce(logits.float(), targets)
+
+
+def hard_loss(task: str, weight: torch.Tensor | None, label_smoothing: float) -> nn.Module:
+    """The loss on the true labels: cross-entropy, or per-label BCE (`weight` as pos_weight) for multi-label."""
+    if task == MULTI_LABEL:
+        return MultiLabelBCE(weight, label_smoothing)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+
+class HardLabelLoss(nn.Module):
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 task: str = MULTI_CLASS):
+        super().__init__()
+        self.hard = hard_loss(task, weight, label_smoothing)
 
     def forward(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, labels)
+        return self.hard(logits, labels)
 
 
 class DistillationLoss(nn.Module):
@@ -116,12 +154,13 @@ class DistillationLoss(nn.Module):
 
     def __init__(self, teacher: nn.Module, temperature: float, alpha: float,
                  weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 teacher_precision: str = "fp32"):
+                 teacher_precision: str = "fp32", task: str = MULTI_CLASS):
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature, self.alpha = temperature, alpha
         self.teacher_precision = teacher_precision
-        self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.task = task
+        self.hard = hard_loss(task, weight, label_smoothing)
 
     def train(self, mode: bool = True) -> "DistillationLoss":
         super().train(mode)
@@ -133,7 +172,8 @@ class DistillationLoss(nn.Module):
         with torch.inference_mode(), compute.autocast():
             teacher_logits = self.teacher(images).float()
         # an inference-mode tensor cannot be saved for backward: clone it into a normal one
-        return distillation_loss(logits, teacher_logits.clone(), labels, self.temperature, self.alpha, self.ce)
+        return distillation_loss(logits, teacher_logits.clone(), labels, self.temperature, self.alpha, self.hard,
+                                 self.task)
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,

@@ -12,10 +12,11 @@ from tqdm import tqdm
 
 from lib import bench, checks
 from lib.cli import run
-from lib.data import normalize
-from lib.experiment import setup
+from lib.data import is_multi_label, normalize
+from lib.experiment import Context, setup
 from lib.io import atomic_path, write_json
-from lib.metrics import accuracy_from_probs, auc_score, bootstrap_ci, classification_metrics
+from lib.metrics import (THRESHOLD, accuracy_from_probs, auc_score, bootstrap_ci, classification_metrics,
+                         f1_thresholds, majority_baseline)
 from lib.models import Ensemble, ensemble_members, load_checkpoint, save_checkpoint
 from lib.pruning import count_macs_params
 from lib.runtimes import predict
@@ -86,7 +87,7 @@ def main() -> None:
             ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
         probs = predict(path, images, ctx.meta)
         probabilities[name] = probs
-        test = classification_metrics(labels, probs, classes)
+        test = classification_metrics(labels, probs, classes, val_thresholds(path, ctx))
         test["ci95"] = {"accuracy": bootstrap_ci(labels, probs, accuracy_from_probs, cfg.bootstrap_samples, seed),
                         "auc": bootstrap_ci(labels, probs, auc_score, cfg.bootstrap_samples, seed)}
         results[name] = {
@@ -100,25 +101,36 @@ def main() -> None:
         }
     members.cleanup()
     add_ratios_to_teacher(results)
-    majority = int(np.bincount(ctx.splits["train"][1]).argmax())
-    majority_accuracy = float((labels == majority).mean())
+    baseline = majority_baseline(ctx.splits["train"][1], labels, classes)
+    (metric, majority), = baseline["test"].items()
     for result in results.values():
-        result["beats_majority_class"] = result["test"]["accuracy"] > majority_accuracy
-    report = {**results,
-              "baseline_majority_class": {"class": classes[majority], "test": {"accuracy": majority_accuracy}},
+        result["beats_majority_class"] = result["test"][metric] > majority
+    report = {**results, "baseline_majority_class": baseline,
               "machine": machine, "test_images": len(labels), "seed": seed,
-              "warnings": checks.announce(sanity_warnings(results, majority_accuracy))}
+              "warnings": checks.announce(sanity_warnings(results, baseline["test"]))}
     write_plots(Path(args.plots), results, probabilities, labels, classes)
     write_json(args.metrics, report)
     write_json(args.headline, headline(results))
 
 
-def sanity_warnings(results: dict, majority_accuracy: float) -> list[str]:
-    """Artifacts that collapsed, are no better than the majority class, or lost AUC in INT8."""
+def val_thresholds(path: Path, ctx: Context) -> np.ndarray | None:
+    """Multi-label: the artifact's per-label decision thresholds, chosen on val; None for single-label."""
+    if not is_multi_label(ctx.meta):
+        return None
+    images, labels = ctx.splits["val"]
+    return f1_thresholds(labels, predict(path, images, ctx.meta))
+
+
+def sanity_warnings(results: dict, baseline: dict) -> list[str]:
+    """Artifacts that collapsed, are no better than the majority class, or lost AUC in INT8.
+
+    `baseline`: the majority answer's test figure, by name (accuracy, or balanced accuracy for multi-label).
+    """
+    (metric, majority), = baseline.items()
     warnings = []
     for name, result in results.items():
         warnings += checks.single_class_warnings(name, {"test": result["test"]})
-        warnings += checks.majority_warning(name, result["test"]["accuracy"], majority_accuracy)
+        warnings += checks.majority_warning(name, result["test"][metric], majority, metric)
     for int8, float32 in INT8_SOURCES.items():
         if int8 in results:
             warnings += checks.int8_auc_warning(int8, results[int8]["test"]["auc"],
@@ -152,12 +164,19 @@ def add_ratios_to_teacher(results: dict) -> None:
 
 def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarray, classes: list[str]) -> None:
     """Confusion data (dvclive), ROC curves, the per-artifact table, the deployed model's point and every
-    test prediction, as one folder."""
+    test prediction, as one folder.
+
+    Multi-label has no single confusion matrix: each artifact's confusion file is an empty table, which
+    `dvc plots show` draws as an empty plot.
+    """
     from dvclive import Live
 
     with atomic_path(out) as tmp:
         with Live(str(tmp), save_dvc_exp=False, dvcyaml=None) as live:
             for name, probs in probabilities.items():
+                if labels.ndim == 2:
+                    write_empty_confusion(tmp / "plots/sklearn/confusion" / f"{name}.json")
+                    continue
                 preds = probs.argmax(axis=1)
                 live.log_sklearn_plot("confusion_matrix", [classes[i] for i in labels],
                                       [classes[i] for i in preds], name=f"confusion/{name}.json")
@@ -171,13 +190,33 @@ def write_plots(out: Path, results: dict, probabilities: dict, labels: np.ndarra
         write_csv(tmp / "artifacts.csv", rows)
         write_csv(tmp / "deployed.csv", [row for row in rows if row["artifact"] == DEPLOYED])
         write_csv(tmp / "predictions.csv", [
-            {"artifact": name, "index": i, "label": int(labels[i]), "predicted": int(probs[i].argmax()),
+            {"artifact": name, "index": i, "label": truth, "predicted": predicted,
              **{f"p_{c}": float(probs[i, k]) for k, c in enumerate(classes)}}
-            for name, probs in probabilities.items() for i in range(len(labels))])
+            for name, probs in probabilities.items()
+            for i, (truth, predicted) in enumerate(zip(*answers(labels, probs)))])
+
+
+def write_empty_confusion(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, [])
+
+
+def answers(labels: np.ndarray, probs: np.ndarray) -> tuple[list, list]:
+    """Each image's true and predicted answer as predictions.csv records them: class indices, or for
+    multi-label the 0/1 string of its labels (predicted at 0.5), so McNemar (`lib.compare`) tests exact matches."""
+    if labels.ndim == 2:
+        return [_bits(row) for row in labels], [_bits(row >= THRESHOLD) for row in probs]
+    return [int(y) for y in labels], [int(p) for p in probs.argmax(axis=1)]
+
+
+def _bits(row: np.ndarray) -> str:
+    return "".join(str(int(v)) for v in row)
 
 
 def roc_inputs(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Binary: positive-class scores. More classes: micro-averaged one-vs-rest (every class, pooled)."""
+    """Binary: positive-class scores. More classes, or labels: micro-averaged (every class or label, pooled)."""
+    if labels.ndim == 2:
+        return labels.ravel(), probs.ravel()
     if probs.shape[1] == 2:
         return labels, probs[:, 1]
     onehot = np.eye(probs.shape[1], dtype=int)[labels]

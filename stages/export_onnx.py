@@ -7,6 +7,7 @@ import argparse
 import os
 
 from lib.cli import run
+from lib.data import is_multi_label
 from lib.experiment import check_parity, setup
 from lib.export import export_onnx
 from lib.io import atomic_path, write_json
@@ -34,7 +35,7 @@ def main() -> None:
         with atomic_path(onnx_path) as tmp:
             export_onnx(model, ctx.example_input(), tmp, ctx.params.export.opset)
             parity = check_parity(predict(model, images, ctx.meta), predict(tmp, images, ctx.meta),
-                                  f"{role} ONNX vs torch", MIN_AGREEMENT, MAX_PROB_DIFF)
+                                  f"{role} ONNX vs torch", MIN_AGREEMENT, MAX_PROB_DIFF, is_multi_label(ctx.meta))
             report[role] = {"size_bytes": os.path.getsize(tmp), "parity_vs_torch": parity}
     write_json(args.metrics, report)
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from lib import qat
 from lib.cli import run
+from lib.data import is_multi_label
 from lib.experiment import (Context, calibration_images, check_parity, distillation_loss, run_info, score,
                             setup, split_figures, train)
 from lib.export import quantize_int8
@@ -72,18 +73,19 @@ def parity(ctx: Context, model: nn.Module, float_onnx: Path, out: Path) -> dict:
     fails otherwise); the TFLite model is compared with the float model it was converted from.
     """
     images, labels = ctx.splits["test"]
+    multi_label = is_multi_label(ctx.meta)
     fake_quant, float32 = predict(model, images, ctx.meta), predict(float_onnx, images, ctx.meta)
     int8_onnx, int8_tflite = (predict(out / name, images, ctx.meta) for name in (ONNX_NAME, TFLITE_NAME))
     return {
         "float32": {"test": split_figures(labels, float32),
-                    "agreement_vs_fake_quant": agreement(fake_quant, float32)},
+                    "agreement_vs_fake_quant": agreement(fake_quant, float32, multi_label)},
         "int8_onnx": {"size_bytes": os.path.getsize(out / ONNX_NAME), "test": split_figures(labels, int8_onnx),
                       "agreement_vs_fake_quant": check_parity(fake_quant, int8_onnx, "QAT INT8 ONNX vs fake-quant",
-                                                              MIN_AGREEMENT, MAX_PROB_DIFF)},
+                                                              MIN_AGREEMENT, MAX_PROB_DIFF, multi_label)},
         "int8_tflite": {"size_bytes": os.path.getsize(out / TFLITE_NAME),
                         "test": split_figures(labels, int8_tflite),
-                        "agreement_vs_float32": agreement(float32, int8_tflite),
-                        "agreement_vs_fake_quant": agreement(fake_quant, int8_tflite)},
+                        "agreement_vs_float32": agreement(float32, int8_tflite, multi_label),
+                        "agreement_vs_fake_quant": agreement(fake_quant, int8_tflite, multi_label)},
     }
 
 

@@ -4,6 +4,7 @@ import argparse
 import os
 
 from lib.cli import run
+from lib.data import is_multi_label
 from lib.experiment import check_parity, setup
 from lib.export import to_tflite
 from lib.io import atomic_path, write_json
@@ -25,7 +26,7 @@ def main() -> None:
     with atomic_path(args.tflite) as tmp:
         to_tflite(args.onnx, tmp)
         parity = check_parity(predict(args.onnx, images, ctx.meta), predict(tmp, images, ctx.meta),
-                              "TFLite vs ONNX", MIN_AGREEMENT, MAX_PROB_DIFF)
+                              "TFLite vs ONNX", MIN_AGREEMENT, MAX_PROB_DIFF, is_multi_label(ctx.meta))
         size = os.path.getsize(tmp)
     write_json(args.metrics, {"size_bytes": size, "parity_vs_onnx": parity, "test_images": len(images)})
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from lib import checks
 from lib.cli import run
+from lib.data import is_multi_label
+from lib.errors import UserError
 from lib.experiment import Context, hard_label_loss, run_info, score, setup, train
 from lib.io import write_json
 from lib.models import Ensemble, ensemble_arch, save_checkpoint
@@ -45,6 +47,9 @@ def train_one(ctx: Context, arch: str, live_dir: str) -> tuple[nn.Module, dict]:
 def train_ensemble(ctx: Context, live_dir: str) -> tuple[Ensemble, dict]:
     """Each member trained as a lone teacher would be, at its own seed (the first at `seed` itself), logged
     under `live_dir/<member>`; returns the ensemble and each member's training info and scores."""
+    if is_multi_label(ctx.meta):
+        raise UserError("teacher: an ensemble averages the members' softmax probabilities, and this data set is "
+                        "multi-label (a sigmoid per label); list one teacher")
     members, figures = [], {}
     for offset, arch in enumerate(ctx.params.teachers):
         member_ctx = reseeded(ctx, ctx.params.seed + offset)

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -44,6 +44,66 @@ def class_image(rng: np.random.Generator, label: int, size: int, rgb: bool) -> n
     lo, hi = (0, 100) if label == 0 else (156, 256)
     shape = (size, size, 3) if rgb else (size, size)
     return rng.integers(lo, hi, shape, dtype=np.uint8)
+
+
+def graded_image(rng: np.random.Generator, label: int, classes: int, size: int, rgb: bool) -> np.ndarray:
+    """A random image whose intensity band identifies its class among `classes`, class 0 darkest."""
+    step = 256 // classes
+    shape = (size, size, 3) if rgb else (size, size)
+    return rng.integers(label * step, label * step + step * 3 // 4, shape, dtype=np.uint8)
+
+
+def label_image(rng: np.random.Generator, present: np.ndarray, size: int, rgb: bool) -> np.ndarray:
+    """A dark random image with a bright horizontal band for each present label (band i of len(present))."""
+    image = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    for rows, on in zip(np.array_split(np.arange(size), len(present)), present):
+        if on:
+            image[rows] = rng.integers(190, 256, (len(rows), size), dtype=np.uint8)
+    return np.repeat(image[..., None], 3, axis=-1) if rgb else image
+
+
+def synthetic_split(n: int, outputs: int, *, multi_label: bool, size: int, rgb: bool,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` learnable images and their labels: class indices (N,) of `outputs` classes, balanced, or a 0/1
+    matrix (N, outputs) in which every label is present on some image and absent on another."""
+    if multi_label:
+        labels = (rng.random((n, outputs)) < 0.4).astype(np.uint8)
+        labels[:outputs] = np.eye(outputs, dtype=np.uint8)
+        labels[outputs] = 0
+        images = [label_image(rng, row, size, rgb) for row in labels]
+    else:
+        labels = np.arange(n) % outputs
+        images = [graded_image(rng, label, outputs, size, rgb) for label in labels]
+    return np.stack(images), labels
+
+
+def make_medmnist_npz(root: Path, name: str, per_split: dict[str, int], outputs: int, *, multi_label=False,
+                      rgb=False, size=28, seed=0) -> Path:
+    """`<root>/<name>.npz` laid out as medmnist downloads it: `<split>_images` uint8 (N, H, W) or (N, H, W, 3),
+    `<split>_labels` (N, 1) class indices or (N, L) 0/1, so the medmnist source reads it without a download."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in per_split.items():
+        images, labels = synthetic_split(n, outputs, multi_label=multi_label, size=size, rgb=rgb, rng=rng)
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels if multi_label else labels[:, None].astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / (f"{name}.npz" if size == 28 else f"{name}_{size}.npz")
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def make_arrays(dest: Path, per_split: dict[str, int], outputs: int, *, multi_label=False, size=28,
+                seed=0) -> Path:
+    """The `arrays` source (`X_<split>.npy`, `y_<split>.npy`, classes.txt) of learnable synthetic images."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        images, labels = synthetic_split(n, outputs, multi_label=multi_label, size=size, rgb=False, rng=rng)
+        np.save(dest / f"X_{split}.npy", images)
+        np.save(dest / f"y_{split}.npy", labels)
+    (dest / "classes.txt").write_text("".join(f"{'label' if multi_label else 'class'}{i}\n" for i in range(outputs)))
+    return dest
 
 
 def make_imagefolder(root: Path, counts: dict[str, int], classes=("cat", "ant"), *, layout="split",
@@ -155,22 +215,36 @@ def tiny_project(repo: Path, per_split: dict[str, int], **sections: dict) -> Pat
     return repo
 
 
-# One epoch per training, few calibration images, a short benchmark: the params sections of a tiny run.
-TINY_RUN = {"train": {"epochs": 1, "batch_size": 64}, "distill": {"epochs": 1}, "prune": {"finetune_epochs": 1},
-            "quantize": {"calibration_samples": 16},
-            "benchmark": {"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2,
-                          "bootstrap_samples": 20}}
+# A run as short as the DAG allows: one epoch per training stage, few calibration images, few timings.
+TINY_RUN = dict(train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1}, prune={"finetune_epochs": 1},
+                quantize={"calibration_samples": 16},
+                benchmark={"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2,
+                           "bootstrap_samples": 20})
 
 
-def tiny_run(**sections: dict) -> dict:
+def repro(repo: Path) -> Path:
+    """`dvc repro` in `repo`, its output kept in .dvc/tmp/repro.log (.dvc/tmp is not tracked)."""
+    result = run(["dvc", "repro"], repo)
+    (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+def tiny_settings(**sections: dict) -> dict:
     """`TINY_RUN` with `sections` merged in, section by section."""
     return {name: {**TINY_RUN.get(name, {}), **sections.get(name, {})} for name in {*TINY_RUN, *sections}}
+
+
+def tiny_run(repo: Path, write_data: Callable[[Path], object], dataset: dict) -> Path:
+    """The pipeline run by `dvc repro` with TINY_RUN settings on the data `write_data` puts in data/tiny."""
+    copy_pipeline(repo)
+    write_data(repo / "data/tiny")
+    edit_params(repo, dataset={"root": "data/tiny", "name": None, **dataset}, **TINY_RUN)
+    init_repo(repo)
+    return repro(repo)
 
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """The whole DAG run once by `dvc repro` on tiny data, shared by the end-to-end tests."""
-    repo = tiny_project(tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80}, **tiny_run())
-    result = run(["dvc", "repro"], repo)
-    (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)  # .dvc/tmp is not tracked
-    return repo
+    return repro(tiny_project(tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80},
+                              **TINY_RUN))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run, tiny_project, tiny_run
+from conftest import run, tiny_project, tiny_settings
 from test_pipeline_e2e import ARTIFACTS
 
 SPLITS = {"train": 160, "val": 40, "test": 40}
@@ -27,13 +27,13 @@ def metrics(repo: Path, stage: str) -> dict:
 @pytest.fixture(scope="module")
 def no_pruning_no_distillation(tmp_path_factory) -> Path:
     return repro(tiny_project(tmp_path_factory.mktemp("ablation"), SPLITS,
-                              **tiny_run(prune={"ratio": 0.0}, distill={"alpha": 0.0})))
+                              **tiny_settings(prune={"ratio": 0.0}, distill={"alpha": 0.0})))
 
 
 @pytest.fixture(scope="module")
 def ensemble_iterative(tmp_path_factory) -> Path:
     return repro(tiny_project(tmp_path_factory.mktemp("ensemble"), SPLITS, teacher=["resnet18", "mobilenetv2"],
-                              **tiny_run(prune={"iterative_steps": 2})))
+                              **tiny_settings(prune={"iterative_steps": 2})))
 
 
 def test_ratio_zero_and_alpha_zero_run_the_whole_chain(no_pruning_no_distillation):
