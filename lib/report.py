@@ -24,9 +24,11 @@ from lib.io import read_json
 RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK = "results", "seeds", "students"
 SEEDS_REPORT = Path("plots/compare/compare.md")  # written by `make compare` (lib.compare)
 STUDENTS_EXPS = Path("plots/students/experiments.json")  # `dvc exp show --json` of the students, `make students`
-RUN_COLUMNS = {"student_torch.acc": "student acc", "pruned_torch.acc": "pruned acc", "int8_tflite.acc": "INT8 acc",
-               "int8_tflite.auc": "INT8 AUC", "int8_tflite.kb": "INT8 KiB", "int8_tflite.mmacs": "MMACs",
-               "int8_tflite.ms": "INT8 ms"}
+RUN_COLUMNS = {  # headline key → (column, format)
+    "student_torch.acc": ("student acc", ".3f"), "pruned_torch.acc": ("pruned acc", ".3f"),
+    "int8_tflite.acc": ("INT8 acc", ".3f"), "int8_tflite.auc": ("INT8 AUC", ".3f"),
+    "int8_tflite.kb": ("INT8 KiB", ",.0f"), "int8_tflite.mmacs": ("MMACs", ".2f"),
+    "int8_tflite.ms": ("INT8 ms", ".3f")}
 
 # `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. The
 # narrowed table keeps the figures a person compares first, plus the params that differ between experiments.
@@ -78,9 +80,9 @@ def runs_table(shown: list) -> str:
     runs = collect_runs(shown).runs
     label_recipes(runs)
     rows = [[f"`{r.recipe}`", str(r.seed), r.name,
-             *(f"{r.metrics[key]:.3f}" if key in r.metrics else "n/a" for key in RUN_COLUMNS)]
+             *(f"{r.metrics[key]:{fmt}}" if key in r.metrics else "n/a" for key, (_, fmt) in RUN_COLUMNS.items())]
             for r in sorted(runs, key=lambda r: -r.metrics.get("int8_tflite.acc", -1.0))]
-    header = ["run", "seed", "experiment", *RUN_COLUMNS.values()]
+    header = ["run", "seed", "experiment", *(column for column, _ in RUN_COLUMNS.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
