@@ -80,26 +80,25 @@ def main() -> None:
     all_cores = machine["cpu_count"]
     ops = {}
     results, probabilities = {}, {}
-    members = tempfile.TemporaryDirectory()
-    measured = {**artifacts(Path(args.models)), **teacher_members(Path(args.models), Path(members.name))}
-    for name, (path, source) in tqdm(measured.items(), desc="benchmark", disable=None):
-        if source not in ops:
-            ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
-        probs = predict(path, images, ctx.meta)
-        probabilities[name] = probs
-        test = classification_metrics(labels, probs, classes, val_thresholds(path, ctx))
-        test["ci95"] = {"accuracy": bootstrap_ci(labels, probs, accuracy_from_probs, cfg.bootstrap_samples, seed),
-                        "auc": bootstrap_ci(labels, probs, auc_score, cfg.bootstrap_samples, seed)}
-        results[name] = {
-            "test": test,
-            "size_bytes": bench.size_bytes(path),
-            "macs": ops[source][0],
-            "params": ops[source][1],
-            "latency_ms": bench.latency_ms(path, sample, cfg.threads, cfg.warmup, cfg.runs),
-            "latency_ms_all_cores": bench.latency_ms(path, sample, all_cores, cfg.warmup, cfg.runs),
-            "throughput": bench.throughput(path, sample, all_cores, cfg.throughput_runs),
-        }
-    members.cleanup()
+    with tempfile.TemporaryDirectory() as members:  # an ensemble's members, saved for the loop
+        measured = {**artifacts(Path(args.models)), **teacher_members(Path(args.models), Path(members))}
+        for name, (path, source) in tqdm(measured.items(), desc="benchmark", disable=None):
+            if source not in ops:
+                ops[source] = count_macs_params(load_checkpoint(Path(args.models) / source)[0], ctx.example_input())
+            probs = predict(path, images, ctx.meta)
+            probabilities[name] = probs
+            test = classification_metrics(labels, probs, classes, val_thresholds(path, ctx))
+            test["ci95"] = {"accuracy": bootstrap_ci(labels, probs, accuracy_from_probs, cfg.bootstrap_samples, seed),
+                            "auc": bootstrap_ci(labels, probs, auc_score, cfg.bootstrap_samples, seed)}
+            results[name] = {
+                "test": test,
+                "size_bytes": bench.size_bytes(path),
+                "macs": ops[source][0],
+                "params": ops[source][1],
+                "latency_ms": bench.latency_ms(path, sample, cfg.threads, cfg.warmup, cfg.runs),
+                "latency_ms_all_cores": bench.latency_ms(path, sample, all_cores, cfg.warmup, cfg.runs),
+                "throughput": bench.throughput(path, sample, all_cores, cfg.throughput_runs),
+            }
     add_ratios_to_teacher(results)
     baseline = majority_baseline(ctx.splits["train"][1], labels, classes)
     (metric, majority), = baseline["test"].items()
