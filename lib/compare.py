@@ -33,9 +33,8 @@ from lib.io import atomic_path, write_json
 HEADLINE = "metrics/headline.json"
 PREDICTIONS = "plots/benchmark/predictions.csv"
 WORKSPACE = "workspace"
-DEFAULT_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "int8_tflite.f1", "int8_tflite.kb",
-                   "int8_tflite.ms", "teacher_torch.acc", "teacher_torch.auc",
-                   "student_torch.acc", "student_torch.auc", "pruned_torch.acc", "pruned_torch.auc"]
+DEFAULT_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "int8_tflite.kb", "int8_tflite.ms", "qat_tflite.acc",
+                   "qat_tflite.auc", "teacher_torch.acc", "student_torch.acc", "pruned_torch.acc", "pruned_torch.auc"]
 DEFAULT_PAIRS = [("teacher_torch", "int8_tflite"), ("pruned_torch", "int8_tflite"),
                  ("student_torch", "pruned_torch")]
 ALPHA = 0.05
@@ -184,13 +183,18 @@ def _label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def label_recipes(runs: list[Run]) -> list[str]:
-    """Name each run's recipe by the params that differ between recipes; returns the labels in first-seen order."""
+def label_recipes(runs: list[Run], baseline: dict[str, Any] | None = None) -> list[str]:
+    """Name each run's recipe by the params that differ between recipes; returns the labels in first-seen order.
+
+    With `baseline` (a recipe's params), the baseline keeps that full name and every other recipe is named by
+    what it changes, e.g. `prune.iterative_steps=5`: the `-S` flags that made it.
+    """
     keys = sorted({k for r in runs for k in r.params})
     varying = [k for k in keys if len({json.dumps(r.params.get(k)) for r in runs}) > 1]
     for run in runs:
-        parts = [f"{k}={_label(run.params.get(k))}" for k in varying]
-        run.recipe = ", ".join(parts) if parts else "all runs"
+        shown = [k for k in varying if baseline is None or run.params == baseline
+                 or json.dumps(run.params.get(k)) != json.dumps(baseline.get(k))]
+        run.recipe = ", ".join(f"{k}={_label(run.params.get(k))}" for k in shown) or "all runs"
     return list(dict.fromkeys(r.recipe for r in runs))
 
 
@@ -321,10 +325,10 @@ def compare(shown: list, metrics: list[str] | None = None, baseline: str | None 
     """The whole comparison as one JSON-ready mapping (the Markdown and the plot are drawn from it)."""
     found = collect_runs(shown, metrics_file)
     runs = sorted(found.runs, key=_seed_order)
-    recipes = label_recipes(runs)
+    base = pick_baseline(baseline, runs, label_recipes(runs))
+    recipes = label_recipes(runs, next(r.params for r in runs if r.recipe == base))  # the baseline keeps its name
     metrics = metrics or [m for m in DEFAULT_METRICS if m in valid_metrics(runs)] or valid_metrics(runs)
     check_metrics(metrics, runs)
-    base = pick_baseline(baseline, runs, recipes)
     mcnemar_tests, mcnemar_notes = mcnemar_per_run(runs, pairs or DEFAULT_PAIRS, repo)
     return {
         "baseline": base,
@@ -354,7 +358,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _mean_std(s: dict) -> str:
-    return f"{_num(s['mean'])} ± {_num(s['std'])}" if s["n"] else "n/a"
+    """Mean to 4 significant digits, the std to 2: the spread is what says how many of those digits count."""
+    if not s["n"]:
+        return "n/a"
+    return f"{_num(s['mean'])} ± " + ("n/a" if s["std"] is None else f"{round(s['std'], FLOAT_NOISE_DECIMALS):.2g}")
+
+
+def _difference(t: dict) -> str:
+    """A paired cell: mean difference, its bootstrap CI and the exact Wilcoxon p."""
+    if not t["n"]:
+        return "n/a"
+    ci = f" [{_num(t['ci95'][0])}, {_num(t['ci95'][1])}]" if t["ci95"] else ""
+    return f"{round(t['mean_diff'], FLOAT_NOISE_DECIMALS):+.4g}{ci}, p {_p(t['p'])}"
 
 
 def markdown(report: dict) -> str:
@@ -364,15 +379,19 @@ def markdown(report: dict) -> str:
                     [[f"`{name}`" + (" (baseline)" if name == report["baseline"] else ""), str(len(r["runs"])),
                       ", ".join(str(x["seed"]) for x in r["runs"]), ", ".join(x["name"] for x in r["runs"])]
                      for name, r in recipes.items()])
+    metrics = report["metrics"]
     lines += ["## Mean ± sample std over seeds", ""]
-    lines += _table(["metric", *[f"`{name}`" for name in recipes]],
-                    [[f"`{m}`", *[_mean_std(r["summary"][m]) for r in recipes.values()]] for m in report["metrics"]])
+    lines += _table(["recipe", *[f"`{m}`" for m in metrics]],
+                    [[f"`{name}`", *[_mean_std(r["summary"][m]) for m in metrics]] for name, r in recipes.items()])
     lines += [f"## Paired by seed: recipe − baseline `{report['baseline']}`", ""]
     if report["paired"]:
-        lines += _table(["recipe", "metric", "n", "mean diff", "95% CI (bootstrap)", "Wilcoxon p (exact)"],
-                        [[f"`{t['recipe']}`", f"`{t['metric']}`", str(t["n"]), _num(t["mean_diff"]),
-                          f"[{_num(t['ci95'][0])}, {_num(t['ci95'][1])}]" if t["ci95"] else "n/a", _p(t["p"])]
-                         for t in report["paired"]])
+        lines += ["Each cell: mean difference over the seeds both recipes ran, its 95 % bootstrap CI and the exact "
+                  "Wilcoxon signed-rank p.", ""]
+        cells = {(t["recipe"], t["metric"]): t for t in report["paired"]}
+        others = list(dict.fromkeys(t["recipe"] for t in report["paired"]))
+        lines += _table(["recipe", "seeds", *[f"`{m}`" for m in metrics]],
+                        [[f"`{name}`", ", ".join(map(str, cells[name, metrics[0]]["seeds"])),
+                          *[_difference(cells[name, m]) for m in metrics]] for name in others])
         small = sorted({t["n"] for t in report["paired"] if not t["can_reach_alpha"]})
         if small:
             lines += [f"With n = {', '.join(map(str, small))} paired seeds the exact two-sided Wilcoxon test can "
