@@ -26,8 +26,8 @@ test: setup           ## set up, then run the unit and end-to-end tests (all but
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
 	python -m pytest tests
 
-report: setup         ## rewrite the README's results table from metrics/
-	python -m lib.report README.md
+report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md
+	python -m lib.report --write
 
 exps: setup           ## the experiments table, narrow enough for a terminal: headline figures and changed params
 	python -m lib.report --experiments
@@ -36,18 +36,18 @@ seeds: setup          ## queue the pipeline once per seed in SEEDS and run the q
 	for s in $(SEEDS); do dvc exp run --queue -S seed=$$s; done
 	dvc exp run --run-all
 
-compare: setup        ## mean ± std over seeds, paired tests between recipes, McNemar per run; into the README
+compare: setup        ## mean ± std over seeds, paired tests vs params.yaml's recipe, McNemar; into docs/recipes.md
 	python -m lib.compare --save-exps plots/compare/experiments.json --md plots/compare/compare.md \
 		--plot plots/compare/compare.png --json plots/compare/compare.json
-	python -m lib.report README.md
+	python -m lib.report --write
 
-students: setup       ## queue the pipeline once per student in STUDENTS (default recipe), run it; table into the README
+students: setup       ## queue the pipeline once per student in STUDENTS (default recipe), run it; into docs/students.md
 	for s in $(STUDENTS); do dvc exp run --queue -S student=$$s; done
 	dvc exp run --run-all
 	python -m lib.compare --save-exps plots/students/experiments.json --md plots/students/compare.md \
 		--metric int8_tflite.acc --metric int8_tflite.auc --metric int8_tflite.kb --metric int8_tflite.mmacs \
 		--metric int8_tflite.ms --metric student_torch.acc --metric pruned_torch.acc
-	python -m lib.report README.md
+	python -m lib.report --write
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,31 +9,15 @@ from __future__ import annotations
 
 import sys
 
+from lib.task import Task
+
 INT8_MAX_AUC_DROP = 0.05  # INT8 AUC more than 5 points below its float model is a broken quantization
 
 
-def single_class_warnings(what: str, metrics_by_split: dict[str, dict]) -> list[str]:
-    """A warning for each split on which `what` predicted one class for every image; for multi-label
-    metrics (`predicted_positive`), for each split where some labels got one answer on every image."""
-    out = []
-    for split, metrics in metrics_by_split.items():
-        if "predicted_positive" in metrics:
-            out += constant_label_warnings(what, split, metrics)
-            continue
-        predicted = [name for name, n in metrics["predicted_counts"].items() if n > 0]
-        if len(predicted) == 1:
-            out.append(f"{what} predicts {predicted[0]!r} for every {split} image: the model has collapsed "
-                       "to a constant output")
-    return out
-
-
-def constant_label_warnings(what: str, split: str, metrics: dict) -> list[str]:
-    """Multi-label: the labels predicted present on every image of the split, or on none (threshold 0.5)."""
-    constant = [name for name, n in metrics["predicted_positive"].items() if n in (0, metrics["images"])]
-    if not constant:
-        return []
-    return [f"{what} gives label(s) {', '.join(map(repr, constant))} the same answer on every {split} image "
-            "(all present or all absent at threshold 0.5): those outputs have collapsed to a constant"]
+def collapse_warnings(task: Task, what: str, metrics_by_split: dict[str, dict]) -> list[str]:
+    """A warning for each split on which `what` collapsed to a constant answer, as the task judges it
+    (one class for every image; a label with one answer on every image)."""
+    return [w for split, metrics in metrics_by_split.items() for w in task.collapse_warnings(what, split, metrics)]
 
 
 def int8_auc_warning(what: str, int8_auc: float | None, float_auc: float | None) -> list[str]:

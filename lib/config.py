@@ -1,7 +1,9 @@
 """`params.yaml` → typed, frozen, validated objects.
 
 Every stage loads and validates the *whole* file, so a typo in `prune.ratio` fails at `prepare_data`,
-in well under a second, rather than after the teacher has trained for an hour.
+in well under a second, rather than after the teacher has trained for an hour. Model names are checked
+against the registry by `lib.models.check_params` when the first stage that builds a model starts
+(`lib.context.setup`), so preparing data does not depend on the model code.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any, Literal
 
 import yaml
 
-from lib import models
 from lib.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
@@ -130,14 +131,8 @@ class Params:
     student_width: float = 1.0  # width multiplier of the student, where its architecture has one
 
     def __post_init__(self) -> None:
-        """Refuse, before any work, a model the registry does not know or a student the chain cannot compress."""
         if not isinstance(self.teacher, str):
             _check_ensemble(self.teacher)
-        for role, name in [("teacher", name) for name in self.teachers] + [("student", self.student)]:
-            if name not in models.available():
-                raise UserError(f"{role}: unknown model {name!r}; valid names are "
-                                f"{', '.join(models.available())}")
-        models.check_student(self.student, self.student_width)
 
     @property
     def teachers(self) -> tuple[str, ...]:

@@ -18,8 +18,9 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from lib.data import normalize
+from lib.processed import normalize
 from lib.runtimes import predict
+from lib.task import Task, for_meta
 
 CELL_INCHES, DPI = 2.0, 100  # one image of the grid: 200 × 200 px
 
@@ -50,13 +51,13 @@ def target_layer(model: nn.Module, example: torch.Tensor) -> nn.Conv2d:
     return spatial[-1]
 
 
-def stratified_sample(labels: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """Indices of `samples` images drawn at random (seeded), shared as evenly over the classes as they allow.
+def stratified_sample(task: Task, labels: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Indices of `samples` images drawn at random (seeded), shared as evenly over the task's groups (its
+    classes; for multi-label each image's first present label) as they allow.
 
-    Classes take turns, so a rare class is shown as often as a common one; the result is grouped by class.
-    A multi-label matrix is grouped by each image's first present label (images with none form a group).
+    Groups take turns, so a rare class is shown as often as a common one; the result is grouped.
     """
-    groups = labels if labels.ndim == 1 else first_label(labels)
+    groups = task.sample_groups(labels)
     rng = np.random.default_rng(seed)
     pools = [rng.permutation(np.flatnonzero(groups == c)) for c in np.unique(groups)]
     turns = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
@@ -64,26 +65,12 @@ def stratified_sample(labels: np.ndarray, samples: int, seed: int) -> np.ndarray
     return chosen[np.argsort(groups[chosen], kind="stable")]
 
 
-def first_label(labels: np.ndarray) -> np.ndarray:
-    """Per row of a 0/1 label matrix (N, L): the index of its first 1, or L for a row of zeros."""
-    return np.where(labels.any(axis=1), labels.argmax(axis=1), labels.shape[1])
-
-
-def describe(label: np.ndarray, classes: list[str]) -> str:
-    """A true label for a title: the class, or the present labels of a multi-label row ('none' if none)."""
-    if label.ndim == 0:
-        return classes[label]
-    return ", ".join(classes[i] for i in np.flatnonzero(label)) or "none"
-
-
 def gradcam(model: nn.Module, images: np.ndarray, meta: dict, device: torch.device) -> Explanation:
-    """Grad-CAM of uint8 NHWC `images` for the class `model` predicts on each, at its `target_layer`.
-
-    Multi-label: for the label it scores highest on each image.
-    """
+    """Grad-CAM of uint8 NHWC `images` at the model's `target_layer`, for the output the task says each
+    image's map explains (the class it predicts; the label it scores highest)."""
     model = model.to(device).eval()
     probs = predict(model, images, meta, device=device)
-    predicted = probs.argmax(axis=1)
+    predicted = for_meta(meta).gradcam_targets(probs)
     batch = torch.from_numpy(normalize(images, meta).transpose(0, 3, 1, 2).copy()).to(device)
     with GradCAM(model=model, target_layers=[target_layer(model, batch[:1])]) as cam:
         heatmaps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in predicted])
@@ -91,7 +78,7 @@ def gradcam(model: nn.Module, images: np.ndarray, meta: dict, device: torch.devi
 
 
 def plot_grid(images: np.ndarray, labels: np.ndarray, explanations: dict[str, Explanation],
-              classes: list[str], path: str | Path) -> None:
+              task: Task, path: str | Path) -> None:
     """One row per image: the input, then each model's heat map over it, titled with its prediction."""
     rows, cols = len(images), 1 + len(explanations)
     fig = Figure(figsize=(cols * CELL_INCHES, rows * CELL_INCHES), dpi=DPI, layout="constrained")
@@ -100,11 +87,11 @@ def plot_grid(images: np.ndarray, labels: np.ndarray, explanations: dict[str, Ex
     for r, (image, label) in enumerate(zip(images, labels)):
         shown = image[..., 0] if gray else image
         axes[r, 0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
-        axes[r, 0].set_title(f"true: {describe(label, classes)}", fontsize=8)
+        axes[r, 0].set_title(f"true: {task.describe(label)}", fontsize=8)
         for ax, (name, exp) in zip(axes[r, 1:], explanations.items()):
             ax.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
             ax.imshow(exp.heatmaps[r], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
-            ax.set_title(f"{name}: {classes[exp.predicted[r]]} ({exp.probability[r]:.2f})", fontsize=8)
+            ax.set_title(f"{name}: {task.classes[exp.predicted[r]]} ({exp.probability[r]:.2f})", fontsize=8)
     for ax in axes.flat:
         ax.set_axis_off()
     fig.savefig(path, format="png")

@@ -20,6 +20,8 @@ import torch
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass
 from torch import nn
 
+from lib.runtimes import onnx_session
+
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
@@ -59,7 +61,13 @@ def _keras_messages_to_log() -> Iterator[None]:
             enable_interactive_logging()
 
 
+def check_onnx_file(path: str | Path) -> None:
+    """Refuse, in one line, a file that is not an ONNX model, before a converter fails on it with a traceback."""
+    onnx_session(path)
+
+
 def _onnx2tf(onnx_path: Path, work: Path, **options) -> Path:
+    check_onnx_file(onnx_path)  # before importing onnx2tf, which takes seconds (TensorFlow)
     import onnx2tf
 
     src = work / "model.onnx"
@@ -125,7 +133,8 @@ def quantize_int8(onnx_path: str | Path, calibration: np.ndarray, mean: list[flo
 
     `calibration`: float32 NHWC images in [0, 1] from the training split; onnx2tf normalises them with
     `mean`/`std` exactly as training did. Per-channel weight scales follow the float model more closely;
-    per-tensor ones make a smaller file (see `store_tflite`). The int16-activation variants onnx2tf also writes are dropped: they run far slower on CPU.
+    per-tensor ones make a smaller file (see `store_tflite`). The int16-activation variants onnx2tf also
+    writes are dropped: they run far slower on CPU.
     """
     shape = (1, 1, 1, len(mean))
     with tempfile.TemporaryDirectory() as work:
@@ -161,6 +170,7 @@ def quantize_onnx_int8(onnx_path: str | Path, calibration: np.ndarray, mean: lis
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    check_onnx_file(onnx_path)
     with tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared))

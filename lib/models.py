@@ -9,22 +9,20 @@ multipliers and whether it can be a student (pruned, converted to TFLite and qua
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
+from lib.ensemble import ENSEMBLE_JOIN, Ensemble, ensemble_members
 from lib.errors import UserError
 from lib.io import atomic_path
 
 SMALL_INPUT = 96  # below this size (px) the stem keeps full resolution
-ENSEMBLE_JOIN = "+"  # an ensemble's architecture name: its members' names joined, e.g. resnet18+densenet121
 
 Builder = Callable[[int, int, bool, float], nn.Module]  # (num_classes, in_channels, small, width) → model
 
@@ -73,6 +71,17 @@ def check_student(name: str, width: float = 1.0) -> None:
     check_width(name, width, key="student_width")
 
 
+def check_params(params) -> None:
+    """Refuse, before any work, a model the registry does not know or a student the chain cannot compress.
+
+    `params`: a `lib.config.Params` (not imported here, so the registry and the params stay independent).
+    """
+    for role, name in [("teacher", name) for name in params.teachers] + [("student", params.student)]:
+        if name not in _REGISTRY:
+            raise UserError(f"{role}: unknown model {name!r}; valid names are {', '.join(available())}")
+    check_student(params.student, params.student_width)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What it takes to rebuild a network: recorded in every checkpoint."""
@@ -101,37 +110,6 @@ def build_from_spec(spec: ModelSpec) -> nn.Module:
         return Ensemble([build(name, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
                          for name in ensemble_members(spec.arch)])
     return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
-
-
-def ensemble_arch(names: Sequence[str]) -> str:
-    """The architecture name a checkpoint records for these members (one name: that network alone)."""
-    return ENSEMBLE_JOIN.join(names)
-
-
-def ensemble_members(arch: str) -> list[str]:
-    return arch.split(ENSEMBLE_JOIN)
-
-
-class Ensemble(nn.Module):
-    """Several trained networks as one: T·log of the mean of the members' softmax(z_i / T).
-
-    softmax(output / T) is then the members' averaged probabilities at temperature T, not the softmax of
-    averaged logits. At T = 1 (inference, ONNX export, benchmark) the output is the log of the averaged
-    probabilities; at the distillation temperature, softmax(output / T) gives the averaged soft targets.
-    """
-
-    def __init__(self, members: Sequence[nn.Module], temperature: float = 1.0):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.temperature = temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([F.log_softmax(member(x) / self.temperature, dim=1) for member in self.members])
-        return self.temperature * (torch.logsumexp(log_probs, dim=0) - math.log(len(self.members)))
-
-    def tempered(self, temperature: float) -> "Ensemble":
-        """The same member networks (shared, not copied), averaged at `temperature`."""
-        return Ensemble(list(self.members), temperature)
 
 
 def _standard_batch_norm_momentum(model: nn.Module) -> None:

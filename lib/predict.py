@@ -22,16 +22,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+from lib.artifacts import SUFFIXES
 from lib.cli import run
-from lib.data import IMAGE_SUFFIXES, is_multi_label, read_image
+from lib.compute import resolve_device
 from lib.errors import UserError
+from lib.images import IMAGE_SUFFIXES, read_image
 from lib.io import read_json
-from lib.metrics import THRESHOLD
 from lib.models import load_checkpoint
-from lib.runtimes import predict
-from lib.training import resolve_device
-
-MODEL_SUFFIXES = (".pt", ".onnx", ".tflite")
+from lib.runtimes import onnx_session, predict, tflite_interpreter
+from lib.task import THRESHOLD, Task, for_meta
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module | Path, Mode
     if path.suffix == ".tflite":
         return path, _tflite_input(path)
     raise UserError(f"MODEL: {path} has unknown suffix {path.suffix!r}; expected one of "
-                    f"{', '.join(MODEL_SUFFIXES)}")
+                    f"{', '.join(SUFFIXES)}")
 
 
 def _fixed(dim) -> int | None:
@@ -101,17 +100,13 @@ def _fixed(dim) -> int | None:
 
 
 def _onnx_input(path: Path) -> ModelInput:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     _, channels, height, _ = session.get_inputs()[0].shape  # NCHW
     return ModelInput(_fixed(channels), _fixed(height), _fixed(session.get_outputs()[0].shape[-1]))
 
 
 def _tflite_input(path: Path) -> ModelInput:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
+    interpreter = tflite_interpreter(path)
     _, height, _, channels = interpreter.get_input_details()[0]["shape"].tolist()  # NHWC
     classes = interpreter.get_output_details()[0]["shape"].tolist()[-1]
     return ModelInput(_fixed(channels), _fixed(height), _fixed(classes))
@@ -136,22 +131,18 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[list[tuple[str,
     return [[(classes[i], float(row[i])) for i in idx] for row, idx in zip(probs, order)]
 
 
-def as_json(names: list[str], best: list[list[tuple[str, float]]], threshold: float | None = None) -> str:
-    """Per image the best class; with a `threshold` (multi-label) the labels reaching it instead."""
-    def answer(top: list[tuple[str, float]]) -> dict:
-        if threshold is None:
-            return {"predicted": top[0][0], "probability": top[0][1]}
-        return {"positive": [c for c, p in top if p >= threshold], "threshold": threshold}
-    return json.dumps([{"file": name, **answer(top), "top": [{"class": c, "probability": p} for c, p in top]}
+def as_json(names: list[str], best: list[list[tuple[str, float]]], task: Task, threshold: float) -> str:
+    """Per image the task's decision (the best class; the labels reaching `threshold`) and its ranking."""
+    return json.dumps([{"file": name, **task.answer(top, threshold),
+                        "top": [{"class": c, "probability": p} for c, p in top]}
                        for name, top in zip(names, best)], indent=2)
 
 
-def as_table(names: list[str], best: list[list[tuple[str, float]]], threshold: float | None = None) -> str:
-    """One row per image and rank: file, class, probability; with a `threshold` (multi-label) a last
-    column says whether the label reaches it."""
-    rows = [(name, c, f"{p:.4f}", *(["yes" if p >= threshold else "no"] if threshold is not None else []))
-            for name, top in zip(names, best) for c, p in top]
-    header = ("file", "class", "probability", *(["positive"] if threshold is not None else []))
+def as_table(names: list[str], best: list[list[tuple[str, float]]], task: Task, threshold: float) -> str:
+    """One row per image and rank: file, class, probability, and the task's extra columns (multi-label:
+    whether the label reaches `threshold`)."""
+    rows = [(name, c, f"{p:.4f}", *task.table_cells(p, threshold)) for name, top in zip(names, best) for c, p in top]
+    header = ("file", "class", "probability", *task.table_extra)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(f"{v:<{w}}" for v, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
@@ -171,9 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     meta = load_meta(args.meta)
-    threshold = args.threshold if is_multi_label(meta) else None
+    task = for_meta(meta)
     if args.top is None:
-        args.top = 1 if threshold is None else len(meta["classes"])
+        args.top = task.default_top()
     if not 1 <= args.top <= len(meta["classes"]):
         raise UserError(f"--top: got {args.top}; expected 1 to {len(meta['classes'])} "
                         f"(the number of classes)")
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     images = read_images(files, meta["image_size"], meta["channels"])
     best = top_k(predict(model, images, meta, device=device), meta["classes"], args.top)
     names = [str(f.relative_to(args.images)) if args.images.is_dir() else str(f) for f in files]
-    print(as_json(names, best, threshold) if args.json else as_table(names, best, threshold))
+    print((as_json if args.json else as_table)(names, best, task, args.threshold))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,43 @@
-"""The results table of `metrics/benchmark.json`: printed after a run, or written into the README.
+"""The results table of `metrics/benchmark.json` and the generated blocks of the docs, each line ≤ 120 columns.
 
     python -m lib.report                 # print the table (what `make repro` ends with)
-    python -m lib.report README.md       # rewrite the README's results, multi-seed and students blocks
+    python -m lib.report --write         # rewrite every generated block in its file (BLOCK_FILES)
     python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
-The table is generated from the metrics of a real run, never typed by hand.
+The tables are generated from the metrics of real runs, never typed by hand. A block is the text between
+`<!-- name:start -->` and `<!-- name:end -->`: `results` in README.md, `seeds` (the multi-seed comparison) in
+docs/recipes.md, `students` in docs/students.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 from lib import cli
-from lib.compare import collect_runs, experiment_entries, flatten, label_recipes, load_exp_show
+from lib.artifacts import DEPLOYED, headline_metric, measured
 from lib.errors import UserError
-from lib.io import read_json
+from lib.exps import (DEFAULT_RECIPE, collect_runs, default_recipe, differences, load_exp_show, recipe_labels,
+                      varying_keys, varying_params, workspace_recipe)
+from lib.io import atomic_path, read_json
+from lib.render import fitted, mean_difference, mean_std, p_value, recipe_note, small_n_warning, wrapped
 
 RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK = "results", "seeds", "students"
-SEEDS_REPORT = Path("plots/compare/compare.md")  # written by `make compare` (lib.compare)
+BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), SEEDS_BLOCK: Path("docs/recipes.md"),
+               STUDENTS_BLOCK: Path("docs/students.md")}  # the file that holds each generated block
+BENCHMARK = Path("metrics/benchmark.json")
+SEEDS_MD = "plots/compare/compare.md"  # the whole comparison, written by `make compare` (lib.compare)
+SEEDS_REPORT = Path("plots/compare/compare.json")  # the same as data, which the seeds block shows in part
 STUDENTS_EXPS = Path("plots/students/experiments.json")  # `dvc exp show --json` of the students, `make students`
-RUN_COLUMNS = {  # headline key → (column, format)
+COLUMNS = {  # headline key → (column, format) of the compact tables of the blocks
     "student_torch.acc": ("student acc", ".3f"), "pruned_torch.acc": ("pruned acc", ".3f"),
     "int8_tflite.acc": ("INT8 acc", ".3f"), "int8_tflite.auc": ("INT8 AUC", ".3f"),
     "int8_tflite.kb": ("INT8 KiB", ",.0f"), "int8_tflite.mmacs": ("MMACs", ".2f"),
     "int8_tflite.ms": ("INT8 ms", ".3f")}
+SEEDS_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "pruned_torch.acc"]  # the rest is in SEEDS_MD
 
 # `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. The
 # narrowed table keeps the figures a person compares first, plus the params that differ between experiments.
@@ -44,80 +53,131 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def results_table(bench: dict) -> str:
-    artifacts = sorted((k for k, v in bench.items() if isinstance(v, dict) and "latency_ms" in v),
-                       key=lambda k: -bench[k]["size_bytes"])  # largest first: the order of compression
+def _quality(bench: dict, artifacts: list[str]) -> list[str]:
     classes = list(bench[artifacts[0]]["test"]["per_class"])
-    header = ["artifact", "accuracy [95% CI]", "AUC [95% CI]", "macro F1",
-              *[f"sensitivity {c}" for c in classes], "ECE", "size (KiB)", "params", "MMACs",
-              f"latency p50 ({bench[artifacts[0]]['latency_ms']['threads']} thread, ms)",
-              "smaller ×", "faster ×"]
-    rows = []
-    for name in artifacts:
-        r, t = bench[name], bench[name]["test"]
-        rows.append([
-            f"`{name}`", _ci(t["accuracy"], t["ci95"]["accuracy"]),
-            _ci(t["auc"], t["ci95"]["auc"]) if t["auc"] is not None else "n/a", f"{t['f1_macro']:.3f}",
-            *[_rate(t["per_class"][c]["sensitivity"]) for c in classes], f"{t['ece']:.3f}",
-            f"{r['size_bytes'] / 1024:,.0f}", f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}",
-            f"{r['latency_ms']['p50']:.2f}", f"{r['vs_teacher']['smaller_x']:.1f}",
-            f"{r['vs_teacher']['faster_x']:.1f}"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    header = ["artifact", "accuracy [95% CI]", "AUC [95% CI]", "macro F1", *[f"sensitivity {c}" for c in classes],
+              "ECE"]
+    rows = [[f"`{name}`", _ci(t["accuracy"], t["ci95"]["accuracy"]),
+             _ci(t["auc"], t["ci95"]["auc"]) if t["auc"] is not None else "n/a", f"{t['f1_macro']:.3f}",
+             *[_rate(t["per_class"][c]["sensitivity"]) for c in classes], f"{t['ece']:.3f}"]
+            for name, t in ((name, bench[name]["test"]) for name in artifacts)]
+    return fitted(header, rows)
+
+
+def _cost(bench: dict, artifacts: list[str]) -> list[str]:
+    header = ["artifact", "size (KiB)", "params", "MMACs",
+              f"latency p50 ({bench[artifacts[0]]['latency_ms']['threads']} thread, ms)", "smaller ×", "faster ×"]
+    rows = [[f"`{name}`", f"{r['size_bytes'] / 1024:,.0f}", f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}",
+             f"{r['latency_ms']['p50']:.2f}", f"{r['vs_teacher']['smaller_x']:.1f}",
+             f"{r['vs_teacher']['faster_x']:.1f}"] for name, r in ((name, bench[name]) for name in artifacts)]
+    return fitted(header, rows)
+
+
+def results_table(bench: dict) -> str:
+    """Quality, then size and speed, of every artifact, largest first: the order of compression."""
+    artifacts = sorted(measured(bench), key=lambda k: -bench[k]["size_bytes"])
     base = bench["baseline_majority_class"]
     (metric, value), = base["test"].items()  # accuracy; balanced accuracy for a multi-label set
     machine = bench["machine"]
-    lines += ["", f"Always answering “{base['class']}” scores {value:.3f} {metric.replace('_', ' ')} on the "
-              f"same {bench['test_images']} test images. Timings: {machine['cpu']}, {machine['cpu_count']} cores; "
-              "“faster ×” compares with the teacher's fastest runtime at the same thread count."]
-    lines += [f"\n**Warning:** {message}" for message in bench.get("warnings", [])]
-    return "\n".join(lines)
+    lines = [*_quality(bench, artifacts), *_cost(bench, artifacts),
+             *wrapped(f"Always answering “{base['class']}” scores {value:.3f} {metric.replace('_', ' ')} on the "
+                      f"same {bench['test_images']} test images. Timings: {machine['cpu']}, {machine['cpu_count']} "
+                      "cores; “faster ×” compares with the teacher's fastest runtime at the same thread count.")]
+    for message in bench.get("warnings", []):
+        lines += wrapped(f"**Warning:** {message}")
+    return "\n".join(lines).rstrip("\n")
 
 
-def runs_table(shown: list) -> str:
-    """One row per finished run of `dvc exp show --json`, named by the params that differ between runs,
-    best INT8 accuracy first."""
+def runs_table(shown: list, current: dict | None = None) -> str:
+    """One row per finished run of `dvc exp show --json`, named by its recipe, best INT8 accuracy first;
+    `default` is the recipe of params.yaml (`current`, exps.workspace_recipe) where some runs have it."""
     runs = collect_runs(shown).runs
-    label_recipes(runs)
-    rows = [[f"`{r.recipe}`", str(r.seed), r.name,
-             *(f"{r.metrics[key]:{fmt}}" if key in r.metrics else "n/a" for key, (_, fmt) in RUN_COLUMNS.items())]
-            for r in sorted(runs, key=lambda r: -r.metrics.get("int8_tflite.acc", -1.0))]
-    header = ["run", "seed", "experiment", *(column for column, _ in RUN_COLUMNS.values())]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    baseline = default_recipe(runs, current)
+    rows = [[f"`{label}`", str(r.seed), r.name,
+             *(f"{r.metrics[key]:{fmt}}" if key in r.metrics else "n/a" for key, (_, fmt) in COLUMNS.items())]
+            for r, label in sorted(zip(runs, recipe_labels(runs, baseline)),
+                                   key=lambda pair: -pair[0].metrics.get(headline_metric(DEPLOYED, "acc"), -1.0))]
+    header = ["run", "seed", "experiment", *(column for column, _ in COLUMNS.values())]
+    note = recipe_note({key: baseline.get(key) for key in varying_keys(r.params for r in runs)},
+                       differences(baseline, current))
+    return "\n".join([*fitted(header, rows), *wrapped(note)]).rstrip("\n")
+
+
+def _seeds_summary(report: dict, metrics: list[str], names: list[str]) -> list[str]:
+    """Mean ± std per recipe, `default` first, then the others in the order they were compared."""
+    order = dict.fromkeys([DEFAULT_RECIPE, *(t["recipe"] for t in report["paired"])])  # JSON sorts the recipes
+    recipes = report["recipes"]
+    rows = [[f"`{name}`", str(len(recipes[name]["runs"])), *[mean_std(recipes[name]["summary"][m]) for m in metrics]]
+            for name in order]
+    return fitted(["recipe", "n", *names], rows)
+
+
+def _seeds_paired(report: dict, metrics: list[str], names: list[str]) -> list[str]:
+    """One row per recipe and metric: a row stays narrow whatever the recipe's name."""
+    paired = [t for t in report["paired"] if t["metric"] in metrics]
+    if not paired:
+        return ["Only one recipe: nothing to pair.", ""]
+    return [*fitted(["recipe", "metric", "seeds", "mean diff [95% CI]", "Wilcoxon p"],
+                    [[f"`{t['recipe']}`", names[metrics.index(t["metric"])], ", ".join(map(str, t["seeds"])),
+                      mean_difference(t), p_value(t["p"])] for t in paired], keys=2),
+            *small_n_warning(paired)]
+
+
+def seeds_block(report: dict) -> str:
+    """The docs' part of a comparison (`lib.compare`'s report): mean ± std and paired tests of a few
+    headline metrics; the rest is in SEEDS_MD."""
+    metrics = [m for m in SEEDS_METRICS if m in report["metrics"]] or report["metrics"][:len(SEEDS_METRICS)]
+    names = [COLUMNS.get(m, (f"`{m}`",))[0] for m in metrics]
+    lines = ["### Experiments compared across seeds", "",
+             *wrapped(f"{recipe_note(report['baseline_params'], report.get('baseline_vs_params_yaml'))} Every "
+                      f"metric, the experiments of each recipe and the McNemar tests of each run: [{SEEDS_MD}]"
+                      f"({os.path.relpath(SEEDS_MD, BLOCK_FILES[SEEDS_BLOCK].parent)})."),
+             "#### Mean ± sample std over seeds", "", *_seeds_summary(report, metrics, names),
+             f"#### Paired by seed: recipe − `{DEFAULT_RECIPE}`", "", *_seeds_paired(report, metrics, names)]
+    return "\n".join(lines).rstrip("\n")
 
 
 def fill_block(text: str, block: str, content: str) -> str:
     """Replace what lies between `<!-- block:start -->` and `<!-- block:end -->`."""
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     if start not in text or end not in text:
-        raise UserError(f"the README has no {start} … {end} block to fill")
+        raise UserError(f"the file has no {start} … {end} block to fill")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
-def update_readme(readme: Path, bench: dict, seeds_report: str | None = None,
-                  students: list | None = None) -> None:
-    """The results table; the multi-seed comparison, its headings nested under the README's section; and
-    the table of the students' runs."""
-    text = fill_block(readme.read_text(), RESULTS_BLOCK, results_table(bench))
-    if seeds_report is not None:
-        nested = "\n".join(f"##{line}" if line.startswith("#") else line for line in seeds_report.splitlines())
-        text = fill_block(text, SEEDS_BLOCK, nested)
+def blocks(bench: dict, seeds: dict | None = None, students: list | None = None,
+           current: dict | None = None) -> dict[str, str]:
+    """Each generated block's content: the results table; the multi-seed comparison (`lib.compare`'s report), in
+    part; the table of the students' runs (`dvc exp show --json`). A block whose source is None is left out."""
+    contents = {RESULTS_BLOCK: results_table(bench)}
+    if seeds is not None:
+        contents[SEEDS_BLOCK] = seeds_block(seeds)
     if students is not None:
-        text = fill_block(text, STUDENTS_BLOCK, runs_table(students))
-    readme.write_text(text)
+        contents[STUDENTS_BLOCK] = runs_table(students, current)
+    return contents
 
 
-def varying_params(shown: list) -> list[str]:
-    """The params whose value differs between the rows of `dvc exp show --json`."""
-    values: dict[str, set[str]] = defaultdict(set)
-    for entry, _, _ in experiment_entries(shown):
-        for params_file in ((entry.get("data") or {}).get("params") or {}).values():
-            for key, value in flatten(params_file.get("data") or {}).items():
-                values[key].add(json.dumps(value, sort_keys=True))
-    return sorted(key for key, seen in values.items() if len(seen) > 1)
+def write_blocks(contents: dict[str, str], files: dict[str, Path] | None = None) -> list[Path]:
+    """Fill every block of `contents` in its file (`files`, default BLOCK_FILES); each file is read and written
+    once, whole. Returns the files written."""
+    by_file: dict[Path, list[str]] = {}
+    for block in contents:
+        by_file.setdefault((files or BLOCK_FILES)[block], []).append(block)
+    for path, names in by_file.items():
+        text = path.read_text()
+        for name in names:
+            text = fill_block(text, name, contents[name])
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return list(by_file)
+
+
+def committed_blocks() -> dict[str, str]:
+    """The blocks of the committed results: metrics/, plots/compare/ and plots/students/, and params.yaml."""
+    return blocks(read_json(BENCHMARK), read_json(SEEDS_REPORT) if SEEDS_REPORT.exists() else None,
+                  load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None, workspace_recipe())
 
 
 def show_experiments() -> None:
@@ -127,17 +187,17 @@ def show_experiments() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("readme", nargs="?", type=Path, help="rewrite this file's results table")
+    parser.add_argument("--write", action="store_true", help="rewrite every generated block in its file: "
+                        + ", ".join(f"{block} in {path}" for block, path in BLOCK_FILES.items()))
     parser.add_argument("--experiments", action="store_true", help="print the narrowed `dvc exp show`")
     args = parser.parse_args()
     if args.experiments:
         show_experiments()
-    elif args.readme:
-        update_readme(args.readme, read_json("metrics/benchmark.json"),
-                      SEEDS_REPORT.read_text() if SEEDS_REPORT.exists() else None,
-                      load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None)
+    elif args.write:
+        for path in write_blocks(committed_blocks()):
+            print(f"wrote {path}")
     else:
-        print(results_table(read_json("metrics/benchmark.json")))
+        print(results_table(read_json(BENCHMARK)))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.special import expit, softmax
 from torch import nn
 
-from lib.data import is_multi_label, normalize
 from lib.errors import UserError
+from lib.processed import normalize
+from lib.task import for_meta
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -31,7 +31,8 @@ def torch_runner(model: nn.Module, device: str | torch.device = "cpu") -> Runner
     return run
 
 
-def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime session on CPU; a file it cannot load is a one-line `UserError`."""
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
@@ -39,10 +40,14 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as err:
         reason = str(err).split(" failed:", 1)[-1]  # after "[ONNXRuntimeError] … Load model from <path>"
         raise _unreadable(path, "ONNX", reason) from None
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    session = onnx_session(path, threads)
     input_name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -50,14 +55,18 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
     return run
 
 
-def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
+def tflite_interpreter(path: str | Path, threads: int | None = None):
+    """A TFLite interpreter; a file it cannot load is a one-line `UserError`."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:  # loaded from bytes the flatbuffer is verified; loaded from a path a corrupt file crashes Python
-        interpreter = Interpreter(model_content=Path(path).read_bytes(),
-                                  num_threads=threads or os.cpu_count() or 1)
+        return Interpreter(model_content=Path(path).read_bytes(), num_threads=threads or os.cpu_count() or 1)
     except ValueError as err:
         raise _unreadable(path, "TFLite", str(err)) from None
+
+
+def tflite_runner(path: str | Path, threads: int | None = None) -> Runner:
+    interpreter = tflite_interpreter(path, threads)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     shape = [None]
 
@@ -122,10 +131,10 @@ def load_runner(artifact: nn.Module | str | Path, threads: int | None = None,
 def predict(artifact: nn.Module | str | Path | Runner, images: np.ndarray, meta: dict,
             batch_size: int = 256, threads: int | None = None,
             device: str | torch.device = "cpu") -> np.ndarray:
-    """uint8 NHWC images → probabilities (N, classes), for any artifact: softmax over the classes, or a
-    sigmoid per label when `meta` is of a multi-label data set."""
+    """uint8 NHWC images → probabilities (N, outputs), for any artifact, by the activation of the task
+    `meta` describes (softmax over the classes, a sigmoid per label)."""
     run = artifact if callable(artifact) and not isinstance(artifact, nn.Module) else \
         load_runner(artifact, threads, device)
     logits = np.concatenate([run(normalize(images[i:i + batch_size], meta))
                              for i in range(0, len(images), batch_size)]).astype(np.float64)
-    return expit(logits) if is_multi_label(meta) else softmax(logits, axis=1)
+    return for_meta(meta).activation(logits)

@@ -1,179 +1,35 @@
-"""The one training loop (teacher, student and the pruned fine-tune all use it), its losses, and seeding.
+"""The one training loop: teacher, student, the pruned fine-tune and QAT all use it, on one process or
+data-parallel.
 
 Shaped like torchvision's classification references: `train_one_epoch` and `evaluate` are plain functions,
-parametrised by the criterion. A criterion is called as `criterion(logits, images, labels)` so the
-distillation loss can ask the frozen teacher about the same batch. Each criterion follows the data set's task:
-softmax cross-entropy for one class per image, a binary cross-entropy per label (sigmoid) for multi-label.
+parametrised by the criterion (`lib.losses`), called as `criterion(logits, images, labels)`.
 """
 
 from __future__ import annotations
 
 import copy
-import random
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from lib import distributed
-from lib.data import MULTI_CLASS, MULTI_LABEL
+from lib.compute import Compute, seed_everything
+from lib.context import Context
 from lib.errors import UserError
-from lib.metrics import classification_metrics
+from lib.loader import make_loader
 from lib.runtimes import predict, torch_runner
+from lib.task import for_meta
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 EVAL_BATCH = 256  # measured on CPU: 1024 is no faster for 28 px images
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → CUDA when present, else CPU; `cuda` without a GPU is an error, not a silent fallback."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' was asked for but torch sees no CUDA GPU; "
-                        "set device: auto or cpu in params.yaml")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-@dataclass(frozen=True)
-class Compute:
-    """Where and how a network computes: the device and the autocast precision (weights stay fp32).
-
-    Tensors are kept in channels-last (NHWC) memory format, which oneDNN on CPU and cuDNN on GPUs run
-    faster for convolutions than NCHW.
-    """
-    device: torch.device
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise UserError(f"precision: got 'fp16' on device {self.device.type!r}; fp16 with loss scaling "
-                            "needs a CUDA GPU; use fp32 or bf16 on CPU")
-
-    def autocast(self) -> torch.autocast:
-        """Mixed precision for bf16/fp16; for fp32 autocast switched off, also inside an enclosing one."""
-        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision),
-                              enabled=self.precision != "fp32")
-
-    def grad_scaler(self) -> torch.amp.GradScaler:
-        """Scales fp16 losses so small gradients do not underflow; a pass-through for fp32 and bf16."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-
-    def to_input(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.device, memory_format=torch.channels_last, non_blocking=True)
-
-
-def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
-    """'balanced': n_samples / (n_classes · count), as scikit-learn's `class_weight='balanced'`.
-
-    For a multi-label matrix: negatives / positives per label, BCE's `pos_weight`, which weighs each
-    label's positives as much as its negatives.
-    """
-    if mode == "none":
-        return None
-    if labels.ndim == 2:
-        positives = labels.sum(axis=0, dtype=np.float64)
-        return torch.tensor((len(labels) - positives) / positives, dtype=torch.float32)
-    from sklearn.utils.class_weight import compute_class_weight
-    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float, hard_loss: nn.Module,
-                      task: str = MULTI_CLASS) -> torch.Tensor:
-    """α·T²·soft(s/T, t/T) + (1−α)·hard_loss(s, y)  (Hinton et al., 2015), soft as in `soft_target_loss`.
-
-    T² keeps the soft term's gradients on the same scale as the hard term's whatever the temperature.
-    """
-    soft = soft_target_loss(student_logits / temperature, teacher_logits / temperature, task)
-    return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss(student_logits, labels)
-
-
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, task: str) -> torch.Tensor:
-    """KL(softmax(t) ‖ softmax(s)) per image; multi-label: BCE(sigmoid(s), sigmoid(t)) averaged over images
-    and labels, the binary KL of each label plus the teacher's entropy (a constant: same gradients)."""
-    if task == MULTI_LABEL:
-        return F.binary_cross_entropy_with_logits(student_logits, torch.sigmoid(teacher_logits))
-    return F.kl_div(F.log_softmax(student_logits, dim=1), F.log_softmax(teacher_logits, dim=1),
-                    reduction="batchmean", log_target=True)
-
-
-class MultiLabelBCE(nn.Module):
-    """BCE on each label's logit against a 0/1 label matrix; label smoothing ε moves targets to ε/2, 1 − ε/2."""
-
-    def __init__(self, pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
-        super().__init__()
-        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        targets = labels.float() * (1.0 - self.label_smoothing) + self.label_smoothing / 2
-        return self.bce(logits.float(), targets)
-
-
-def hard_loss(task: str, weight: torch.Tensor | None, label_smoothing: float) -> nn.Module:
-    """The loss on the true labels: cross-entropy, or per-label BCE (`weight` as pos_weight) for multi-label."""
-    if task == MULTI_LABEL:
-        return MultiLabelBCE(weight, label_smoothing)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-
-
-class HardLabelLoss(nn.Module):
-    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 task: str = MULTI_CLASS):
-        super().__init__()
-        self.hard = hard_loss(task, weight, label_smoothing)
-
-    def forward(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.hard(logits, labels)
-
-
-class DistillationLoss(nn.Module):
-    """Knowledge distillation from a frozen teacher, which is kept in eval mode.
-
-    The teacher runs once per batch, without autograd, at its own `teacher_precision` (the one it was
-    trained at), whatever precision the student trains at.
-    """
-
-    def __init__(self, teacher: nn.Module, temperature: float, alpha: float,
-                 weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 teacher_precision: str = "fp32", task: str = MULTI_CLASS):
-        super().__init__()
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.temperature, self.alpha = temperature, alpha
-        self.teacher_precision = teacher_precision
-        self.task = task
-        self.hard = hard_loss(task, weight, label_smoothing)
-
-    def train(self, mode: bool = True) -> "DistillationLoss":
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def forward(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        compute = Compute(images.device, self.teacher_precision)
-        with torch.inference_mode(), compute.autocast():
-            teacher_logits = self.teacher(images).float()
-        # an inference-mode tensor cannot be saved for backward: clone it into a normal one
-        return distillation_loss(logits, teacher_logits.clone(), labels, self.temperature, self.alpha, self.hard,
-                                 self.task)
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -203,7 +59,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, meta: dic
     probs = np.concatenate([predict(run, images[i:i + batch_size], meta, batch_size=batch_size)
                             for i in tqdm(range(0, len(images), batch_size), desc="evaluate",
                                           leave=False, disable=_quiet())])
-    return classification_metrics(labels, probs, meta["classes"]), probs
+    return for_meta(meta).metrics(labels, probs), probs
 
 
 def _quiet() -> bool | None:
@@ -275,3 +131,63 @@ def _validate(model: nn.Module, val_split: tuple[np.ndarray, np.ndarray], meta: 
                 live.log_metric(f"val/{key}", val[key])
         live.next_step()
     return score
+
+
+def train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+          live_dir: str | Path, precision: str) -> tuple[nn.Module, dict]:
+    """Train on the train split, keep the best epoch on val, log curves with dvclive into `live_dir`.
+
+    With `train.nproc` > 1 the training runs data-parallel on that many processes; this process then
+    receives rank 0's best weights and carries on alone (scoring, writing) as with one process.
+    """
+    start = time.perf_counter()
+    nproc = ctx.params.train.nproc
+    if nproc == 1:
+        model, info = _train(model, criterion, ctx, epochs, lr, live_dir, precision)
+    else:
+        if ctx.device.type == "cuda" and nproc > torch.cuda.device_count():
+            raise UserError(f"train.nproc: got {nproc}, but torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                            "use at most one process per GPU")
+        results = distributed.launch(train_worker, nproc, model.cpu(), criterion.cpu(), ctx, epochs, lr,
+                                     str(live_dir), precision)
+        if len({fingerprint for fingerprint, _, _ in results.values()}) > 1:
+            raise RuntimeError(f"data-parallel training went out of sync: the {nproc} ranks ended with "
+                               "different weights")
+        _, state, info = results[0]
+        model.load_state_dict(state)
+        model = model.to(ctx.device).eval()
+    info["train_seconds"] = round(time.perf_counter() - start, 1)
+    return model, info
+
+
+def _train(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+           live_dir: str | Path, precision: str) -> tuple[nn.Module, dict]:
+    from dvclive import Live
+
+    cfg = ctx.params.train
+    loader = make_loader(*ctx.splits["train"], ctx.meta, cfg.batch_size, shuffle=True,
+                         augment=cfg.augment, seed=ctx.params.seed, device=ctx.device, workers=cfg.workers,
+                         rank=distributed.rank(), world_size=distributed.world_size())
+    schedule = Schedule(epochs, lr, cfg.weight_decay, cfg.monitor)
+    compute = Compute(ctx.device, precision)
+    if not distributed.is_main():
+        return fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, compute)
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        return fit(model, criterion, loader, ctx.splits["val"], ctx.meta, schedule, compute, live)
+
+
+def train_worker(model: nn.Module, criterion: nn.Module, ctx: Context, epochs: int, lr: float,
+                live_dir: str, precision: str) -> tuple[str, dict | None, dict | None]:
+    """One data-parallel worker: every rank returns its weights' fingerprint, rank 0 also the weights
+    (on CPU) and the training info."""
+    device = distributed.init(ctx.device)
+    try:
+        seed_everything(ctx.params.seed + distributed.rank())  # own augmentation and dropout per rank
+        ctx = dataclasses.replace(ctx, device=device)
+        model, info = _train(model, criterion, ctx, epochs, lr, live_dir, precision)
+        state = model.cpu().state_dict()
+        if distributed.is_main():
+            return distributed.fingerprint(state), state, info
+        return distributed.fingerprint(state), None, None
+    finally:
+        distributed.close()

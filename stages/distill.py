@@ -7,9 +7,11 @@ import argparse
 
 from lib import checks
 from lib.cli import run
-from lib.experiment import distilling, run_info, score, setup, student_criterion, train
+from lib.context import run_info, score, setup
 from lib.io import write_json
+from lib.losses import distilling, student_criterion
 from lib.models import save_checkpoint
+from lib.training import train
 
 
 def main() -> None:
@@ -27,7 +29,7 @@ def main() -> None:
     model, info = train(ctx.build(arch, width), criterion, ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
     save_checkpoint(model, ctx.spec(arch, width), args.model)
     scores = score(model, ctx)
-    warnings = checks.announce(checks.single_class_warnings(f"student {arch}", scores))
+    warnings = checks.announce(checks.collapse_warnings(ctx.task, f"student {arch}", scores))
     write_json(args.metrics, {"model": arch, "distilled": distilling(ctx), **info, **run_info(ctx), **scores,
                               "warnings": warnings})
 

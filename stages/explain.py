@@ -2,7 +2,8 @@
 
 import argparse
 
-from lib.experiment import setup
+from lib.cli import run
+from lib.context import setup
 from lib.explain import gradcam, plot_grid, stratified_sample
 from lib.io import atomic_path
 from lib.models import load_checkpoint
@@ -19,15 +20,15 @@ def main() -> None:
 
     ctx = setup(args.data)
     images, labels = ctx.splits["test"]
-    chosen = stratified_sample(labels, ctx.params.explain.samples, ctx.params.seed)
+    chosen = stratified_sample(ctx.task, labels, ctx.params.explain.samples, ctx.params.seed)
     images, labels = images[chosen], labels[chosen]
     explanations = {name: gradcam(load_checkpoint(path, ctx.device)[0], images, ctx.meta, ctx.device)
                     for name, path in (("teacher", args.teacher), ("student", args.student),
                                        ("pruned", args.pruned))}
     with atomic_path(args.plots) as tmp:
         tmp.mkdir()
-        plot_grid(images, labels, explanations, ctx.meta["classes"], tmp / "gradcam.png")
+        plot_grid(images, labels, explanations, ctx.task, tmp / "gradcam.png")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

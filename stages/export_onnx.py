@@ -4,13 +4,12 @@ The teacher is exported too so the benchmark can compare the student with the te
 """
 
 import argparse
-import os
+from functools import partial
 
 from lib.cli import run
-from lib.data import is_multi_label
-from lib.experiment import check_parity, setup
+from lib.context import convert_checked, setup
 from lib.export import export_onnx
-from lib.io import atomic_path, write_json
+from lib.io import write_json
 from lib.models import load_checkpoint
 from lib.runtimes import predict
 
@@ -32,11 +31,10 @@ def main() -> None:
     report = {"opset": ctx.params.export.opset, "test_images": len(images)}
     for role, (checkpoint, onnx_path) in (("student", args.student), ("teacher", args.teacher)):
         model, _ = load_checkpoint(checkpoint)
-        with atomic_path(onnx_path) as tmp:
-            export_onnx(model, ctx.example_input(), tmp, ctx.params.export.opset)
-            parity = check_parity(predict(model, images, ctx.meta), predict(tmp, images, ctx.meta),
-                                  f"{role} ONNX vs torch", MIN_AGREEMENT, MAX_PROB_DIFF, is_multi_label(ctx.meta))
-            report[role] = {"size_bytes": os.path.getsize(tmp), "parity_vs_torch": parity}
+        export = partial(export_onnx, model, ctx.example_input(), opset=ctx.params.export.opset)
+        written = convert_checked(ctx, export, onnx_path, predict(model, images, ctx.meta),
+                                  f"{role} ONNX vs torch", MIN_AGREEMENT, MAX_PROB_DIFF)
+        report[role] = {"size_bytes": written["size_bytes"], "parity_vs_torch": written["parity"]}
     write_json(args.metrics, report)
 
 

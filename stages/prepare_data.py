@@ -4,7 +4,8 @@ import argparse
 
 from lib.cli import run
 from lib.config import load_params
-from lib.data import load_source, write_processed
+from lib.processed import write_processed
+from lib.sources import load_source
 
 
 def main() -> None:

@@ -12,10 +12,12 @@ from torch import nn
 
 from lib import checks
 from lib.cli import run
-from lib.experiment import Context, distilling, run_info, score, setup, student_criterion, train
+from lib.context import Context, run_info, score, setup
 from lib.io import write_json
+from lib.losses import distilling, student_criterion
 from lib.models import load_checkpoint, save_checkpoint
 from lib.pruning import count_macs_params, prune_steps
+from lib.training import train
 
 
 def main() -> None:
@@ -48,8 +50,8 @@ def main() -> None:
         **run_info(ctx),
     }
     report["finetuned"] = score(model, ctx)
-    report["warnings"] = checks.announce(checks.single_class_warnings("fine-tuned pruned student",
-                                                                      report["finetuned"]))
+    report["warnings"] = checks.announce(checks.collapse_warnings(ctx.task, "fine-tuned pruned student",
+                                                                  report["finetuned"]))
     save_checkpoint(model, spec, args.model)
     write_json(args.metrics, report)
 

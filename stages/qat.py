@@ -1,35 +1,35 @@
 """qat: with `quantize.method: qat`, fine-tune the pruned student with fake quantization (the pruned
 fine-tune's CE + distillation loss), then write its INT8 ONNX Runtime and INT8 TFLite models.
 
-With `method: ptq` (the default) it only writes an empty models folder and a metrics file saying so:
-DVC stages cannot be conditional, and a stage that always exists keeps the PTQ artifacts, their stage
+With `method: ptq` (the default) it only writes a models folder holding a note and a metrics file saying
+so: DVC stages cannot be conditional, and a stage that always exists keeps the PTQ artifacts, their stage
 and its lock untouched whichever method runs, so `dvc exp run -S quantize.method=qat` reruns only this
 stage and the benchmark.
 """
 
 import argparse
-import os
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from torch import nn
 
-from lib import qat
+from lib import artifacts, qat
 from lib.cli import run
-from lib.data import is_multi_label
-from lib.experiment import (Context, calibration_images, check_parity, distillation_loss, run_info, score,
-                            setup, split_figures, train)
+from lib.context import Context, calibration_images, convert_checked, run_info, score, setup, split_figures
 from lib.export import quantize_int8
 from lib.io import atomic_path, write_json
-from lib.metrics import agreement
+from lib.losses import distillation_criterion
 from lib.models import load_checkpoint
 from lib.runtimes import predict
+from lib.training import train
 
-ONNX_NAME, TFLITE_NAME = "student_qat_int8.onnx", "student_qat_int8.tflite"
+ONNX_NAME, TFLITE_NAME = (Path(artifacts.by_name(name).file).name for name in ("qat_onnx", "qat_tflite"))
 # ONNX Runtime requantizes each layer's output in integer arithmetic, fake quantization in float: an
 # occasional one-step rounding difference is expected, a different model is not. Measured on PneumoniaMNIST
 # (default recipe, seed 42): 99.68 % agreement, max |Δprob| 0.10 on an image near the decision boundary.
 MIN_AGREEMENT, MAX_PROB_DIFF = 0.99, 0.25
+PTQ_NOTE = "quantize.method is ptq: no quantization-aware models. Set it to qat to write them here.\n"
 
 
 def main() -> None:
@@ -44,7 +44,11 @@ def main() -> None:
     ctx = setup(args.data)
     with atomic_path(args.models) as out:
         out.mkdir()
-        report = quantization_aware(ctx, args, out) if ctx.params.quantize.method == "qat" else {}
+        if ctx.params.quantize.method == "qat":
+            report = quantization_aware(ctx, args, out)
+        else:  # a note, not an empty folder, which DVC would warn about on every run
+            (out / "README.txt").write_text(PTQ_NOTE)
+            report = {}
     write_json(args.metrics, {"method": ctx.params.quantize.method, **report})
 
 
@@ -55,38 +59,39 @@ def quantization_aware(ctx: Context, args: argparse.Namespace, out: Path) -> dic
     teacher, _ = load_checkpoint(args.teacher, ctx.device)
     model = qat.prepare(student, ctx.example_input(), cfg.per_channel)
     with tempfile.TemporaryDirectory() as work:
-        model, info = train(model, distillation_loss(ctx, teacher), ctx, cfg.qat_epochs, cfg.qat_lr,
+        model, info = train(model, distillation_criterion(ctx, teacher), ctx, cfg.qat_epochs, cfg.qat_lr,
                             Path(work) / "live", "fp32")  # fake quantization simulates int8 from fp32
         model = model.cpu()
         float_onnx = Path(work) / "float.onnx"
         qat.export_onnx(qat.float_copy(model), ctx.example_input(), float_onnx, ctx.params.export.opset)
-        qat.export_onnx(model, ctx.example_input(), out / ONNX_NAME, ctx.params.export.opset)
-        quantize_int8(float_onnx, calibration_images(ctx), ctx.meta["mean"], ctx.meta["std"],
-                      out / TFLITE_NAME, cfg.int8_io, cfg.per_channel)
         return {"finetune": info, "finetuned": score(model, ctx), **run_info(ctx),
-                **parity(ctx, model, float_onnx, out)}
+                **export_checked(ctx, model, float_onnx, out)}
 
 
-def parity(ctx: Context, model: nn.Module, float_onnx: Path, out: Path) -> dict:
-    """Test figures of the QAT model's float weights and of both INT8 artifacts, with top-1 agreement.
+def export_checked(ctx: Context, model: nn.Module, float_onnx: Path, out: Path) -> dict:
+    """Both INT8 artifacts with the test figures of each and of the QAT model's float weights.
 
     The ONNX Runtime model must reproduce the fake-quant model (it runs the same int8 arithmetic: the stage
-    fails otherwise); the TFLite model is compared with the float model it was converted from.
+    fails otherwise); the TFLite model, calibrated from the float weights, is compared with them.
     """
     images, labels = ctx.splits["test"]
-    multi_label = is_multi_label(ctx.meta)
+    task = ctx.task
     fake_quant, float32 = predict(model, images, ctx.meta), predict(float_onnx, images, ctx.meta)
+    export = partial(qat.export_onnx, model, ctx.example_input(), opset=ctx.params.export.opset)
+    written = convert_checked(ctx, export, out / ONNX_NAME, fake_quant, "QAT INT8 ONNX vs fake-quant",
+                              MIN_AGREEMENT, MAX_PROB_DIFF)
+    quantize_int8(float_onnx, calibration_images(ctx), ctx.meta["mean"], ctx.meta["std"], out / TFLITE_NAME,
+                  ctx.params.quantize.int8_io, ctx.params.quantize.per_channel)
     int8_onnx, int8_tflite = (predict(out / name, images, ctx.meta) for name in (ONNX_NAME, TFLITE_NAME))
     return {
-        "float32": {"test": split_figures(labels, float32),
-                    "agreement_vs_fake_quant": agreement(fake_quant, float32, multi_label)},
-        "int8_onnx": {"size_bytes": os.path.getsize(out / ONNX_NAME), "test": split_figures(labels, int8_onnx),
-                      "agreement_vs_fake_quant": check_parity(fake_quant, int8_onnx, "QAT INT8 ONNX vs fake-quant",
-                                                              MIN_AGREEMENT, MAX_PROB_DIFF, multi_label)},
-        "int8_tflite": {"size_bytes": os.path.getsize(out / TFLITE_NAME),
-                        "test": split_figures(labels, int8_tflite),
-                        "agreement_vs_float32": agreement(float32, int8_tflite, multi_label),
-                        "agreement_vs_fake_quant": agreement(fake_quant, int8_tflite, multi_label)},
+        "float32": {"test": split_figures(task, labels, float32),
+                    "agreement_vs_fake_quant": task.agreement(fake_quant, float32)},
+        "int8_onnx": {"size_bytes": written["size_bytes"], "test": split_figures(task, labels, int8_onnx),
+                      "agreement_vs_fake_quant": written["parity"]},
+        "int8_tflite": {"size_bytes": (out / TFLITE_NAME).stat().st_size,
+                        "test": split_figures(task, labels, int8_tflite),
+                        "agreement_vs_float32": task.agreement(float32, int8_tflite),
+                        "agreement_vs_fake_quant": task.agreement(fake_quant, int8_tflite)},
     }
 
 

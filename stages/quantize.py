@@ -6,11 +6,9 @@ import os
 
 from lib import checks
 from lib.cli import run
-from lib.data import is_multi_label
-from lib.experiment import calibration_images, setup, split_figures
+from lib.context import calibration_images, setup, split_figures
 from lib.export import quantize_dynamic_range, quantize_int8, quantize_onnx_int8
 from lib.io import atomic_path, write_json
-from lib.metrics import agreement
 from lib.runtimes import predict
 
 
@@ -29,12 +27,11 @@ def main() -> None:
     cfg = ctx.params.quantize
     calibration = calibration_images(ctx)
     images, labels = ctx.splits["test"]
-    multi_label = is_multi_label(ctx.meta)
     references = {"tflite": predict(args.float, images, ctx.meta), "onnx": predict(args.onnx, images, ctx.meta)}
     float_size = os.path.getsize(args.float)
     report = {"calibration_samples": len(calibration), "int8_io": cfg.int8_io, "per_channel": cfg.per_channel,
-              "float32": {"size_bytes": float_size, "test": split_figures(labels, references["tflite"])},
-              "float32_onnx": {"test": split_figures(labels, references["onnx"])}}
+              "float32": {"size_bytes": float_size, "test": split_figures(ctx.task, labels, references["tflite"])},
+              "float32_onnx": {"test": split_figures(ctx.task, labels, references["onnx"])}}
     mean, std = ctx.meta["mean"], ctx.meta["std"]
     with atomic_path(args.dynamic) as dynamic, atomic_path(args.int8) as int8, \
             atomic_path(args.int8_onnx) as int8_onnx:
@@ -46,9 +43,8 @@ def main() -> None:
             probs = predict(path, images, ctx.meta)
             size = os.path.getsize(path)
             report[name] = {"size_bytes": size, "size_vs_float32": round(size / float_size, 6),
-                            "test": split_figures(labels, probs),
-                            f"agreement_vs_float32_{reference}": agreement(references[reference], probs,
-                                                                           multi_label)}
+                            "test": split_figures(ctx.task, labels, probs),
+                            f"agreement_vs_float32_{reference}": ctx.task.agreement(references[reference], probs)}
     report["warnings"] = checks.announce(
         checks.int8_auc_warning("INT8 TFLite", report["int8"]["test"]["auc"], report["float32"]["test"]["auc"])
         + checks.int8_auc_warning("INT8 ONNX", report["int8_onnx"]["test"]["auc"],

@@ -11,12 +11,13 @@ from torch import nn
 
 from lib import checks
 from lib.cli import run
-from lib.data import is_multi_label
-from lib.errors import UserError
-from lib.experiment import Context, hard_label_loss, run_info, score, setup, train
+from lib.compute import seed_everything
+from lib.context import Context, run_info, score, setup
 from lib.io import write_json
-from lib.models import Ensemble, ensemble_arch, save_checkpoint
-from lib.training import seed_everything
+from lib.losses import hard_label_criterion
+from lib.ensemble import Ensemble, ensemble_arch
+from lib.models import save_checkpoint
+from lib.training import train
 
 
 def main() -> None:
@@ -35,21 +36,19 @@ def main() -> None:
         model, info = train_ensemble(ctx, args.live)
     save_checkpoint(model, ctx.spec(arch), args.model)
     scores = score(model, ctx)
-    warnings = checks.announce(checks.single_class_warnings(f"teacher {arch}", scores))
+    warnings = checks.announce(checks.collapse_warnings(ctx.task, f"teacher {arch}", scores))
     write_json(args.metrics, {"model": arch, **info, **run_info(ctx), **scores, "warnings": warnings})
 
 
 def train_one(ctx: Context, arch: str, live_dir: str) -> tuple[nn.Module, dict]:
     cfg = ctx.params.train
-    return train(ctx.build(arch), hard_label_loss(ctx), ctx, cfg.epochs, cfg.lr, live_dir, cfg.precision)
+    return train(ctx.build(arch), hard_label_criterion(ctx), ctx, cfg.epochs, cfg.lr, live_dir, cfg.precision)
 
 
 def train_ensemble(ctx: Context, live_dir: str) -> tuple[Ensemble, dict]:
     """Each member trained as a lone teacher would be, at its own seed (the first at `seed` itself), logged
     under `live_dir/<member>`; returns the ensemble and each member's training info and scores."""
-    if is_multi_label(ctx.meta):
-        raise UserError("teacher: an ensemble averages the members' softmax probabilities, and this data set is "
-                        "multi-label (a sigmoid per label); list one teacher")
+    ctx.task.check_ensemble_teacher()
     members, figures = [], {}
     for offset, arch in enumerate(ctx.params.teachers):
         member_ctx = reseeded(ctx, ctx.params.seed + offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lib import checks
+from lib.task import SingleLabel
 
 
 def metrics_with_counts(**counts: int) -> dict:
@@ -10,8 +11,9 @@ def metrics_with_counts(**counts: int) -> dict:
 
 
 def test_constant_prediction_is_reported_per_split():
-    warnings = checks.single_class_warnings("student", {"val": metrics_with_counts(normal=0, pneumonia=50),
-                                                        "test": metrics_with_counts(normal=3, pneumonia=47)})
+    task = SingleLabel(["normal", "pneumonia"])
+    warnings = checks.collapse_warnings(task, "student", {"val": metrics_with_counts(normal=0, pneumonia=50),
+                                                          "test": metrics_with_counts(normal=3, pneumonia=47)})
     assert len(warnings) == 1
     assert "student predicts 'pneumonia' for every val image" in warnings[0]
 

@@ -1,4 +1,5 @@
-"""lib.compare on real `dvc exp show --json` output (tests/fixtures/exp_show.json, see make_exp_show.py)."""
+"""The comparison of recipes across seeds (lib.exps, lib.stats, lib.compare, lib.render) on real
+`dvc exp show --json` output (tests/fixtures/exp_show.json, see make_exp_show.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
+import scipy.stats
 
-from lib import compare
+from lib import compare, exps, render, stats
 from lib.errors import UserError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp_show.json"
@@ -31,7 +32,7 @@ def shown() -> list:
 
 
 def finished_runs(shown: list) -> list[dict]:
-    """The fixture's finished baseline and experiment revs, read without lib.compare."""
+    """The fixture's finished baseline and experiment revs, read without lib.exps."""
     revs = [b for b in shown if b["rev"] != "workspace"]
     revs += [rev for b in shown for exp in b["experiments"] or [] if exp["executor"]["state"] == "success"
              for rev in exp["revs"]]
@@ -55,23 +56,47 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def labelled(runs: list[exps.Run], baseline: dict | None = None) -> dict[str, list[exps.Run]]:
+    groups: dict[str, list[exps.Run]] = {}
+    for run, label in zip(runs, exps.recipe_labels(runs, baseline)):
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+# Reading experiments (lib.exps)
+
 def test_runs_group_into_recipes_labelled_by_the_params_that_differ(shown):
-    found = compare.collect_runs(shown)
-    recipes = compare.label_recipes(found.runs)
+    found = exps.collect_runs(shown)
+    recipes = labelled(found.runs)
     assert sorted(recipes) == ["recipe.x=1", "recipe.x=2"]  # recipe.name is the same everywhere, so not shown
-    for recipe in recipes:
-        assert sorted(r.seed for r in found.runs if r.recipe == recipe) == [42, 43, 44]
+    for runs in recipes.values():
+        assert sorted(r.seed for r in runs) == [42, 43, 44]
     assert any("queued" in n for n in found.notes) and any("failed" in n for n in found.notes)
 
 
 def test_beside_a_baseline_each_recipe_is_named_by_what_it_changes():
     params = {"base": {"a": 1, "b": 1, "c": 0}, "one": {"a": 2, "b": 1, "c": 0}, "two": {"a": 2, "b": 2, "c": 0}}
-    runs = [compare.Run(name=name, rev=name, seed=42, params=p, metrics={}) for name, p in params.items()]
-    assert compare.label_recipes(runs, params["base"]) == ["a=1, b=1", "a=2", "a=2, b=2"]
+    runs = [exps.Run(name=name, rev=name, seed=42, params=p, metrics={}) for name, p in params.items()]
+    assert exps.recipe_labels(runs, params["base"]) == ["default", "a=2", "a=2, b=2"]
+
+
+def test_labelling_recipes_leaves_the_runs_as_they_were(shown):
+    runs = exps.collect_runs(shown).runs
+    before = copy.deepcopy(runs)
+    exps.recipe_labels(runs, runs[-1].params)
+    assert runs == before
+    with pytest.raises(AttributeError):
+        runs[0].seed = 0  # a Run is frozen: nothing can label it in place
+
+
+def test_comparing_leaves_the_experiments_read_as_they_were(shown, tmp_path):
+    before = copy.deepcopy(shown)
+    compare.compare(shown, baseline=exp_name_with(shown, 2), repo=tmp_path)
+    assert shown == before
 
 
 def test_clean_workspace_is_counted_once_as_its_commit(shown):
-    runs = compare.collect_runs(shown).runs
+    runs = exps.collect_runs(shown).runs
     assert "workspace" not in [r.rev for r in runs]
     assert shown[1]["rev"] in [r.rev for r in runs]
 
@@ -79,14 +104,76 @@ def test_clean_workspace_is_counted_once_as_its_commit(shown):
 def test_workspace_with_new_results_is_a_run_of_its_own(shown):
     dirty = copy.deepcopy(shown)
     dirty[0]["data"]["params"]["params.yaml"]["data"]["seed"] = 45
-    assert [r.seed for r in compare.collect_runs(dirty).runs].count(45) == 1
+    assert [r.seed for r in exps.collect_runs(dirty).runs].count(45) == 1
+
+
+def test_params_that_differ_between_rows_are_listed(shown):
+    assert exps.varying_params(shown) == ["recipe.x", "seed"]
+
+
+def test_missing_experiments_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        exps.load_exp_show(tmp_path / "missing.json")
+
+
+def test_metrics_file_no_run_wrote_is_a_user_error(shown):
+    with pytest.raises(UserError, match="no finished experiment with metrics/other.json"):
+        exps.collect_runs(shown, "metrics/other.json")
+
+
+def test_no_finished_experiment_is_a_user_error(shown):
+    queued_only = [{**shown[1], "data": {**shown[1]["data"], "metrics": {}}, "experiments": None}]
+    with pytest.raises(UserError, match="no finished experiment"):
+        exps.collect_runs(queued_only)
+
+
+# Statistics (lib.stats)
+
+def test_paired_test_agrees_with_scipy():
+    diffs = [0.1, 0.2, 0.3, -0.05, 0.4, 0.5]
+    result = stats.paired_test(diffs)
+    assert result["p"] == pytest.approx(0.0625)  # rank sum of negatives 1: 2 · 2/2^6
+    ci = scipy.stats.bootstrap((np.array(diffs),), np.mean, n_resamples=stats.BOOTSTRAP_RESAMPLES,
+                               method="percentile", rng=np.random.default_rng(stats.BOOTSTRAP_SEED)).confidence_interval
+    assert result["ci95"] == pytest.approx([ci.low, ci.high])
+    assert result["ci95"][0] < result["mean_diff"] < result["ci95"][1]
+
+
+def test_five_seeds_can_never_reach_significance():
+    all_better = stats.paired_test([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert all_better["p"] == pytest.approx(stats.smallest_wilcoxon_p(5)) == pytest.approx(0.0625)
+    assert not all_better["can_reach_alpha"]
+    assert stats.paired_test([0.01] * 6)["can_reach_alpha"]
+
+
+def test_float_noise_differences_are_ties():
+    assert stats.paired_test([0.7 - 0.6999999999999999, 0.0, 0.0])["p"] == 1.0
+
+
+def test_mcnemar_is_an_exact_binomial_test_on_the_discordant_pairs():
+    first = np.array([True] * 10 + [False] * 2 + [True] * 20 + [False] * 5)
+    second = np.array([False] * 10 + [True] * 2 + [True] * 20 + [False] * 5)
+    result = stats.mcnemar(first, second)
+    assert (result["b"], result["c"]) == (10, 2)
+    assert result["p"] == pytest.approx(scipy.stats.binomtest(2, 12).pvalue)
+    assert stats.mcnemar(first, first)["p"] == 1.0
+
+
+# The comparison (lib.compare)
+
+def test_baseline_recipe_is_called_default(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)
+    assert report["baseline"] == "default"
+    assert sorted(report["recipes"]) == ["default", "recipe.x=2"]
+    assert report["baseline_params"] == {"recipe.x": 1}
+    assert {t["recipe"] for t in report["paired"]} == {"recipe.x=2"}
 
 
 def test_recipe_mean_and_sample_std_match_numpy(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
-    for x in (1, 2):
+    for x, name in ((1, "default"), (2, "recipe.x=2")):
         values = fixture_values(shown, x, "int8_tflite", "acc")
-        summary = report["recipes"][f"recipe.x={x}"]["summary"]["int8_tflite.acc"]
+        summary = report["recipes"][name]["summary"]["int8_tflite.acc"]
         assert summary["n"] == 3
         assert summary["mean"] == pytest.approx(values.mean())
         assert summary["std"] == pytest.approx(values.std(ddof=1))
@@ -94,7 +181,7 @@ def test_recipe_mean_and_sample_std_match_numpy(shown, tmp_path):
 
 def test_null_metric_is_left_out_of_its_mean(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
-    assert report["recipes"]["recipe.x=1"]["summary"]["pruned_torch.auc"]["n"] == 2  # seed 44 wrote null
+    assert report["recipes"]["default"]["summary"]["pruned_torch.auc"]["n"] == 2  # seed 44 wrote null
 
 
 def test_paired_test_pairs_by_seed_against_the_baseline(shown, tmp_path):
@@ -104,47 +191,17 @@ def test_paired_test_pairs_by_seed_against_the_baseline(shown, tmp_path):
              - fixture_values(shown, 1, "int8_tflite", "ms"))
     assert test["recipe"] == "recipe.x=2" and test["n"] == 3
     assert test["mean_diff"] == pytest.approx(diffs.mean())
-    assert test["p"] == pytest.approx(stats.wilcoxon(diffs, method="exact").pvalue)
-
-
-def test_paired_test_agrees_with_scipy():
-    diffs = [0.1, 0.2, 0.3, -0.05, 0.4, 0.5]
-    result = compare.paired_test(diffs)
-    assert result["p"] == pytest.approx(0.0625)  # rank sum of negatives 1: 2 · 2/2^6
-    ci = stats.bootstrap((np.array(diffs),), np.mean, n_resamples=compare.BOOTSTRAP_RESAMPLES,
-                         method="percentile", rng=np.random.default_rng(compare.BOOTSTRAP_SEED)).confidence_interval
-    assert result["ci95"] == pytest.approx([ci.low, ci.high])
-    assert result["ci95"][0] < result["mean_diff"] < result["ci95"][1]
-
-
-def test_five_seeds_can_never_reach_significance():
-    all_better = compare.paired_test([0.01, 0.02, 0.03, 0.04, 0.05])
-    assert all_better["p"] == pytest.approx(compare.smallest_wilcoxon_p(5)) == pytest.approx(0.0625)
-    assert not all_better["can_reach_alpha"]
-    assert compare.paired_test([0.01] * 6)["can_reach_alpha"]
-
-
-def test_float_noise_differences_are_ties():
-    assert compare.paired_test([0.7 - 0.6999999999999999, 0.0, 0.0])["p"] == 1.0
-
-
-def test_mcnemar_is_an_exact_binomial_test_on_the_discordant_pairs():
-    first = np.array([True] * 10 + [False] * 2 + [True] * 20 + [False] * 5)
-    second = np.array([False] * 10 + [True] * 2 + [True] * 20 + [False] * 5)
-    result = compare.mcnemar(first, second)
-    assert (result["b"], result["c"]) == (10, 2)
-    assert result["p"] == pytest.approx(stats.binomtest(2, 12).pvalue)
-    assert compare.mcnemar(first, first)["p"] == 1.0
+    assert test["p"] == pytest.approx(scipy.stats.wilcoxon(diffs, method="exact").pvalue)
 
 
 def test_mcnemar_reads_the_predictions_of_a_committed_revision(tmp_path):
-    path = tmp_path / compare.PREDICTIONS
+    path = tmp_path / exps.PREDICTIONS
     path.parent.mkdir(parents=True)
     path.write_text(PREDICTIONS_CSV)
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
     git(tmp_path, "-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "-qm", "run")
-    run = compare.Run(name="exp", rev=git(tmp_path, "rev-parse", "HEAD"), seed=42, params={}, metrics={})
+    run = exps.Run(name="exp", rev=git(tmp_path, "rev-parse", "HEAD"), seed=42, params={}, metrics={})
     path.write_text("artifact,index,label,predicted\n")  # the workspace moved on; the revision did not
     tests, notes = compare.mcnemar_per_run([run], [("teacher_torch", "int8_tflite")], tmp_path)
     assert notes == []
@@ -152,33 +209,37 @@ def test_mcnemar_reads_the_predictions_of_a_committed_revision(tmp_path):
 
 
 def test_mcnemar_notes_an_artifact_the_run_did_not_predict(tmp_path):
-    (tmp_path / compare.PREDICTIONS).parent.mkdir(parents=True)
-    (tmp_path / compare.PREDICTIONS).write_text(PREDICTIONS_CSV)
-    run = compare.Run(name="ws", rev=compare.WORKSPACE, seed=42, params={}, metrics={})
+    (tmp_path / exps.PREDICTIONS).parent.mkdir(parents=True)
+    (tmp_path / exps.PREDICTIONS).write_text(PREDICTIONS_CSV)
+    run = exps.Run(name="ws", rev=exps.WORKSPACE, seed=42, params={}, metrics={})
     tests, notes = compare.mcnemar_per_run([run], [("student_torch", "int8_tflite")], tmp_path)
     assert tests == [] and "student_torch" in notes[0] and "int8_tflite, teacher_torch" in notes[0]
 
 
-def test_markdown_shows_recipes_tests_and_the_small_n_warning(shown, tmp_path):
-    text = compare.markdown(compare.compare(shown, repo=tmp_path))
-    assert "`recipe.x=1` (baseline)" in text and "`recipe.x=2`" in text
-    assert "| `recipe.x=2` | 42, 43, 44 | " in text
-    assert "can never reach p < 0.05" in text
-    assert "skipped" in text and "queued" in text
+def test_runs_without_predictions_here_are_noted_not_tested(shown, tmp_path):
+    report = compare.compare(shown, repo=tmp_path)  # tmp_path holds no revision: no predictions to read
+    assert report["mcnemar"] == []
+    assert sum(n.startswith("McNemar: no ") for n in report["notes"]) == 6
 
 
 def test_baseline_can_be_named_by_an_experiment(shown, tmp_path):
     report = compare.compare(shown, baseline=exp_name_with(shown, 2), repo=tmp_path)
-    assert report["baseline"] == "recipe.x=2"
+    assert report["baseline_params"] == {"recipe.x": 2}
+    assert set(report["recipes"]) == {"default", "recipe.x=1"}
     assert {t["recipe"] for t in report["paired"]} == {"recipe.x=1"}
+
+
+def test_baseline_can_be_named_by_its_recipe(shown, tmp_path):
+    report = compare.compare(shown, baseline="recipe.x=2", repo=tmp_path)
+    assert report["baseline_params"] == {"recipe.x": 2}
 
 
 def test_default_baseline_is_the_recipe_of_the_current_commit(shown, tmp_path):
     for baseline in shown[:2]:  # the workspace and its commit: seed 100, later than every experiment's
         baseline["data"]["params"]["params.yaml"]["data"]["seed"] = 100
     report = compare.compare(shown, repo=tmp_path)
-    assert report["baseline"] == "recipe.x=1"
-    assert [r["seed"] for r in report["recipes"]["recipe.x=1"]["runs"]] == [43, 44, 100]
+    assert report["baseline_params"] == {"recipe.x": 1}
+    assert [r["seed"] for r in report["recipes"]["default"]["runs"]] == [43, 44, 100]
 
 
 def test_unknown_baseline_lists_recipes(shown, tmp_path):
@@ -192,26 +253,30 @@ def test_unknown_metric_lists_valid_names(shown, tmp_path):
     assert "int8_tflite.acc" in str(err.value) and "teacher_torch.ms" in str(err.value)
 
 
-def test_missing_experiments_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="not found"):
-        compare.load_exp_show(tmp_path / "missing.json")
+# Rendering (lib.render) and the command line
+
+def test_markdown_shows_recipes_tests_and_the_small_n_warning(shown, tmp_path):
+    text = render.markdown(compare.compare(shown, repo=tmp_path))
+    assert "`default` is the baseline recipe (`recipe.x=1`)" in text
+    assert "| `default` | 3 | 42, 43, 44 |" in text and "| `recipe.x=2` | 42, 43, 44 | " in text
+    assert "can never reach p < 0.05" in text
+    assert "skipped" in text and "queued" in text
 
 
-def test_metrics_file_no_run_wrote_is_a_user_error(shown):
-    with pytest.raises(UserError, match="no finished experiment with metrics/other.json"):
-        compare.collect_runs(shown, "metrics/other.json")
-
-
-def test_no_finished_experiment_is_a_user_error(shown):
-    queued_only = [{**shown[1], "data": {**shown[1]["data"], "metrics": {}}, "experiments": None}]
-    with pytest.raises(UserError, match="no finished experiment"):
-        compare.collect_runs(queued_only)
+def test_wide_table_is_split_into_tables_that_fit(shown):
+    header = ["recipe", *[f"metric {i}" for i in range(8)]]
+    rows = [["`a-long-recipe-name=1, another-param=2`", *[f"0.{i}123 ± 0.0045" for i in range(8)]]]
+    lines = render.fitted(header, rows, width=100)
+    tables = [line for line in lines if line.startswith("| recipe |")]
+    assert len(tables) > 1 and max(map(len, lines)) <= 100
+    cells = [c.strip() for line in lines if line.startswith("| `a-long") for c in line.strip("|").split("|")]
+    assert sorted(set(cells)) == sorted(set(rows[0]))  # every cell kept, the recipe repeated in each table
 
 
 def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
     with pytest.raises(UserError, match="valid: acc, auc, f1, kb, ms"):
-        compare.plot(report, "accuracy", tmp_path / "plot.png")
+        render.plot(report, "accuracy", tmp_path / "plot.png")
     assert not (tmp_path / "plot.png").exists()
 
 
@@ -231,4 +296,5 @@ def test_saved_experiments_keep_the_state_but_no_machine_paths(shown, tmp_path):
     text = saved.read_text()
     assert '"local"' not in text and '"log"' not in text
     assert '"state": "success"' in text
-    assert compare.compare(json.loads(text), repo=tmp_path)["recipes"] == compare.compare(shown, repo=tmp_path)["recipes"]
+    rebuilt, original = compare.compare(json.loads(text), repo=tmp_path), compare.compare(shown, repo=tmp_path)
+    assert rebuilt["recipes"] == original["recipes"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,11 +12,12 @@ import pytest
 from lib import models
 from lib.config import Params, load_params
 from lib.errors import UserError
-from conftest import PARAMS_YAML
+from conftest import PARAMS_YAML, ROOT
 
 
 def test_real_params_file_loads():
     params = load_params(PARAMS_YAML)
+    models.check_params(params)
     assert isinstance(params, Params)
     assert params.student in models.available() and params.teacher in models.available()
     assert params.dataset.source in ("medmnist", "imagefolder", "arrays")
@@ -37,8 +40,9 @@ def test_missing_params_file_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("role", ["student", "teacher"])
 def test_unknown_model_name_lists_valid_names(params_dict, write_params, role):
     params_dict[role] = "mobilenet_v9"
-    with pytest.raises(ValueError) as err:
-        load_params(write_params(params_dict))
+    params = load_params(write_params(params_dict))  # names are the registry's to check, not lib.config's
+    with pytest.raises(UserError) as err:
+        models.check_params(params)
     message = str(err.value)
     assert role in message and "mobilenet_v9" in message
     for name in models.available():
@@ -168,3 +172,13 @@ def test_validation_of_invalid_file_is_fast(params_dict, write_params):
     with pytest.raises(ValueError):
         load_params(path)
     assert time.perf_counter() - start < 1.0
+
+
+def test_config_imports_no_model_or_training_code():
+    """Loading params (every stage's first step, prepare_data's too) must not pull in torch or the registry."""
+    code = ("import sys; from lib.config import load_params; load_params(); "
+            "print(sorted(m for m in ('torch', 'lib.models', 'lib.training') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+

@@ -1,9 +1,12 @@
-"""lib.data: every source → the processed format (memory-mapped .npy files), and the torch data pipeline."""
+"""lib.sources, lib.processed, lib.loader: every source → the processed-split store (memory-mapped .npy
+files), and the torch data pipeline."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -11,12 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import RAW_DIR, make_imagefolder, save_png
-from lib import data
+from conftest import ROOT, RAW_DIR, make_imagefolder, save_png
+from lib import processed
 from lib.config import DatasetConfig
-from lib.data import (SPLITS, ImageDataset, RawDataset, SourceSplit, load_meta, load_source, load_split,
-                      make_loader, normalize, write_processed)
 from lib.errors import UserError
+from lib.loader import ImageDataset, make_loader
+from lib.processed import SPLITS, load_meta, load_split, normalize, write_processed
+from lib.sources import RawDataset, SourceSplit, load_source
+from lib.task import SingleLabel
 
 
 def folder_cfg(root, image_size=12, test_fraction=0.2) -> DatasetConfig:
@@ -87,7 +92,7 @@ def test_grayscale_png_gives_one_channel_rgb_gives_three(tmp_path):
 
 def test_one_colour_image_in_a_later_split_makes_every_split_rgb(tmp_path, monkeypatch):
     """Gray images written before the first colour one are widened to three equal channels."""
-    monkeypatch.setattr(data, "CHUNK_BYTES", 1)  # one image per chunk: the widening happens mid-split
+    monkeypatch.setattr(processed, "CHUNK_BYTES", 1)  # one image per chunk: the widening happens mid-split
     root = make_imagefolder(tmp_path / "d", {"train": 2, "val": 2, "test": 1})
     colour = np.zeros((12, 12, 3), np.uint8)
     colour[..., 0] = 200
@@ -255,6 +260,14 @@ def write_arrays(root, splits: dict, classes: list[str] | None = None):
     return root
 
 
+def assert_arrays_refused(tmp_path, x: np.ndarray, match: str) -> None:
+    """Four images `x` as both train and val: the arrays source refuses them with a UserError matching `match`."""
+    y = np.array([0, 1, 0, 1])
+    root = write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y)})
+    with pytest.raises(UserError, match=match):
+        load_source(arrays_cfg(root), 0)
+
+
 def random_split(rng, n, shape=(8, 8, 1), k=2):
     y = np.arange(n) % k
     return rng.integers(0, 256, (n, *shape), dtype=np.uint8), y
@@ -296,10 +309,7 @@ def test_arrays_float_in_byte_range_is_rounded(tmp_path):
 def test_arrays_float_out_of_range_raises(tmp_path, bad):
     x = np.zeros((4, 8, 8, 1), np.float32)
     x[3, 2, 2, 0] = bad
-    y = np.array([0, 1, 0, 1])
-    root = write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y)})
-    with pytest.raises(UserError, match="finite and in"):
-        load_source(arrays_cfg(root), 0)
+    assert_arrays_refused(tmp_path, x, "finite and in")
 
 
 def test_arrays_grayscale_nhw(tmp_path):
@@ -329,11 +339,7 @@ def test_arrays_label_encodings(tmp_path, encode):
 
 
 def test_arrays_wrong_image_shape_raises(tmp_path):
-    x = np.zeros((4, 5, 5, 7), np.uint8)
-    y = np.array([0, 1, 0, 1])
-    root = write_arrays(tmp_path / "a", {"train": (x, y), "val": (x, y)})
-    with pytest.raises(UserError, match="X_train"):
-        load_source(arrays_cfg(root), 0)
+    assert_arrays_refused(tmp_path, np.zeros((4, 5, 5, 7), np.uint8), "X_train")
 
 
 def test_arrays_mismatched_lengths_raise(tmp_path):
@@ -434,7 +440,8 @@ def small_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture
 def small_raw(small_arrays) -> RawDataset:
-    return RawDataset({split: in_memory(x, y) for split, (x, y) in small_arrays.items()}, ["neg", "pos"])
+    splits = {split: in_memory(x, y) for split, (x, y) in small_arrays.items()}
+    return RawDataset(splits, SingleLabel(["neg", "pos"]))
 
 
 @pytest.fixture
@@ -474,7 +481,7 @@ def test_load_split_memory_maps_images_copy_on_write(tmp_path, small_arrays, sma
 
 def test_chunked_writing_gives_the_one_shot_statistics_and_hash(tmp_path, monkeypatch, small_arrays,
                                                                small_raw, small_cfg):
-    monkeypatch.setattr(data, "CHUNK_BYTES", 3 * 8 * 8 * 3)  # three images per chunk, a short last chunk
+    monkeypatch.setattr(processed, "CHUNK_BYTES", 3 * 8 * 8 * 3)  # three images per chunk, a short last chunk
     meta = write_processed(small_raw, small_cfg, tmp_path / "processed")
     x_train = small_arrays["train"][0] / 255.0
     assert meta["mean"] == x_train.mean(axis=(0, 1, 2)).round(6).tolist()
@@ -497,6 +504,14 @@ def test_content_hash_is_stable_and_sensitive(tmp_path, small_arrays, small_raw,
     changed[0, 0, 0, 0] ^= 1
     small_raw.splits["test"] = in_memory(changed, y)
     assert write_processed(small_raw, small_cfg, tmp_path / "three")["sha256"] != first
+
+
+def test_processed_store_and_normalize_load_without_torch():
+    """The conversion and benchmark stages read the store and normalise without the training code."""
+    code = ("import sys, lib.processed; "
+            "print(sorted(m for m in ('torch', 'lib.loader', 'lib.sources') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_load_meta_missing_raises(tmp_path):

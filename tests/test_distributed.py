@@ -1,4 +1,4 @@
-"""lib.distributed with lib.experiment: two gloo processes train one model data-parallel on a tiny set."""
+"""lib.distributed with lib.training: two gloo processes train one model data-parallel on a tiny set."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import torch
 from conftest import PARAMS_YAML
 from lib import distributed
 from lib.config import load_params
-from lib.experiment import Context, train_worker
+from lib.context import Context
+from lib.losses import HardLabelLoss
 from lib.models import load_checkpoint, save_checkpoint
-from lib.training import HardLabelLoss
+from lib.task import for_meta
+from lib.training import train_worker
 
 EPOCHS = 2
 
@@ -31,15 +33,15 @@ def tiny_context(nproc: int) -> Context:
     train = dataclasses.replace(params.train, batch_size=8, nproc=nproc, precision="fp32", workers=0)
     meta = {"classes": ["dark", "bright"], "mean": [0.5], "std": [0.35], "channels": 1, "image_size": 8}
     return Context(dataclasses.replace(params, train=train), meta, torch.device("cpu"),
-                   {"train": split(32), "val": split(8), "test": split(8)})
+                   {"train": split(32), "val": split(8), "test": split(8)}, for_meta(meta))
 
 
 def test_two_gloo_ranks_end_identical_and_only_rank_zero_writes(tmp_path, capfd):
     ctx = tiny_context(nproc=2)
     spec = ctx.spec("mobilenetv2")
     live = tmp_path / "live"
-    results = distributed.launch(train_worker, 2, ctx.build(spec.arch), HardLabelLoss(), ctx, EPOCHS, 1e-2,
-                                 str(live), "fp32")
+    results = distributed.launch(train_worker, 2, ctx.build(spec.arch), HardLabelLoss(ctx.task), ctx, EPOCHS,
+                                 1e-2, str(live), "fp32")
 
     (fingerprint0, state, info), (fingerprint1, state1, info1) = results[0], results[1]
     assert fingerprint0 == fingerprint1 == distributed.fingerprint(state)

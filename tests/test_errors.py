@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from lib import data
+from lib import sources
 from lib.cli import EXIT_USER_ERROR, run
 from lib.config import load_params
 from lib.errors import UserError
@@ -137,7 +137,7 @@ def test_bug_in_a_stage_keeps_its_traceback(monkeypatch, tmp_path):
     def broken(*_):
         raise RuntimeError("a bug, not a user mistake")
 
-    monkeypatch.setattr(data, "load_source", broken)
+    monkeypatch.setattr(sources, "load_source", broken)
     monkeypatch.setattr(sys, "argv", ["prepare_data", "--out", str(tmp_path / "processed")])
     monkeypatch.chdir(ROOT)
     with pytest.raises(RuntimeError, match="a bug"):

@@ -12,8 +12,11 @@ from lib.config import Params, from_dict
 from lib.explain import CELL_INCHES, DPI, Explanation, gradcam, plot_grid, stratified_sample, target_layer
 from lib.models import build
 from lib.runtimes import predict
+from lib.task import SingleLabel
 
 META = {"classes": ["normal", "pneumonia"], "image_size": 28, "channels": 1, "mean": [0.5], "std": [0.25]}
+TWO = SingleLabel(META["classes"])
+THREE = SingleLabel(["a", "b", "c"])
 
 
 def tiny(arch: str, size: int = 28) -> nn.Module:
@@ -68,18 +71,18 @@ def test_heatmaps_lie_in_unit_range_at_image_size_for_the_predicted_class(arch):
 
 def test_sample_is_seeded_and_shares_classes_evenly():
     labels = np.array([0] * 90 + [1] * 10)
-    chosen = stratified_sample(labels, 8, seed=42)
+    chosen = stratified_sample(TWO, labels, 8, seed=42)
     assert np.bincount(labels[chosen]).tolist() == [4, 4]
     assert len(set(chosen.tolist())) == 8
     assert labels[chosen].tolist() == sorted(labels[chosen].tolist())
-    np.testing.assert_array_equal(chosen, stratified_sample(labels, 8, seed=42))
-    assert set(chosen.tolist()) != set(stratified_sample(labels, 8, seed=1).tolist())
+    np.testing.assert_array_equal(chosen, stratified_sample(TWO, labels, 8, seed=42))
+    assert set(chosen.tolist()) != set(stratified_sample(TWO, labels, 8, seed=1).tolist())
 
 
 def test_sample_takes_the_rest_from_classes_that_have_them():
     labels = np.array([0] * 10 + [1] * 2 + [2] * 10)
-    assert np.bincount(labels[stratified_sample(labels, 9, seed=0)]).tolist() == [4, 2, 3]
-    assert len(stratified_sample(labels, 64, seed=0)) == len(labels)
+    assert np.bincount(labels[stratified_sample(THREE, labels, 9, seed=0)]).tolist() == [4, 2, 3]
+    assert len(stratified_sample(THREE, labels, 64, seed=0)) == len(labels)
 
 
 def test_figure_is_a_png_grid_of_images_by_models(tmp_path):
@@ -89,7 +92,7 @@ def test_figure_is_a_png_grid_of_images_by_models(tmp_path):
                       np.array([0, 1, 1]), np.array([0.9, 0.6, 0.75]))
     path = tmp_path / "gradcam.png"
     plot_grid(images, np.array([0, 1, 0]), {"teacher": exp, "student": exp, "pruned": exp},
-              META["classes"], path)
+              TWO, path)
     with Image.open(path) as png:
         assert png.format == "PNG"
         assert png.size == (4 * CELL_INCHES * DPI, rows * CELL_INCHES * DPI)

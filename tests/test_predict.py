@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT, class_image, save_png
-from lib.data import read_image
 from lib.errors import UserError
 from lib.export import export_onnx, to_tflite
+from lib.images import read_image
 from lib.models import ModelSpec, build, save_checkpoint
 from lib.predict import main, read_images
 from lib.runtimes import predict

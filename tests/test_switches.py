@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lib import experiment
+from conftest import copy_pipeline, edit_params, tool_env
+from lib import losses, models
 from lib.config import Params, from_dict
+from lib.context import Context
 from lib.errors import UserError
 from lib.export import export_onnx
 from lib.models import Ensemble, ModelSpec, build, ensemble_arch, load_checkpoint, save_checkpoint
 from lib.pruning import count_macs_params, prune_channels, prune_steps
 from lib.runtimes import onnx_runner, torch_runner
-from lib.training import DistillationLoss, HardLabelLoss
-from stages import prune
+from lib.training import train
 from test_distributed import tiny_context
 
 
-def with_params(ctx: experiment.Context, **sections: dict) -> experiment.Context:
+def with_params(ctx: Context, **sections: dict) -> Context:
     """`ctx` with fields of params sections replaced, e.g. `with_params(ctx, prune={"ratio": 0.0})`."""
     params = ctx.params
     for section, values in sections.items():
@@ -30,7 +35,7 @@ def with_params(ctx: experiment.Context, **sections: dict) -> experiment.Context
 
 
 @pytest.fixture
-def ctx() -> experiment.Context:
+def ctx() -> Context:
     return with_params(tiny_context(nproc=1), train={"batch_size": 16})
 
 
@@ -38,17 +43,48 @@ def _no_teacher(*args, **kwargs):
     raise AssertionError("the teacher was loaded")
 
 
+# ---------------------------------------------------------------- the prune stage, run as a user runs it
+
+
+def run_prune_stage(repo: Path, **sections: dict) -> dict:
+    """`python -m stages.prune` in a copy of the pipeline, on the tiny context's splits written as processed
+    data and an 8 px MobileNetV2 student, with no teacher file; returns metrics/prune.json."""
+    copy_pipeline(repo)
+    edit_params(repo, device="cpu", train={"batch_size": 16, "nproc": 1, "workers": 0, "precision": "fp32"},
+                **sections)
+    ctx = tiny_context(nproc=1)
+    processed = repo / "data/processed"
+    processed.mkdir(parents=True)
+    for split, (images, labels) in ctx.splits.items():
+        np.save(processed / f"{split}_images.npy", images)
+        np.save(processed / f"{split}_labels.npy", labels)
+    (processed / "meta.json").write_text(json.dumps(ctx.meta))
+    torch.manual_seed(0)
+    save_checkpoint(ctx.build("mobilenetv2"), ctx.spec("mobilenetv2"), repo / "models/student.pt")
+    result = subprocess.run([sys.executable, "-m", "stages.prune"], cwd=repo, capture_output=True, text=True,
+                            env={**tool_env(), "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((repo / "metrics/prune.json").read_text())
+
+
+def epochs_logged(live: Path) -> int:
+    """Epochs one `train` call logged into its dvclive folder (the loss curve has a header row)."""
+    return len((live / "plots/metrics/train/loss.tsv").read_text().splitlines()) - 1
+
+
 # ---------------------------------------------------------------- prune.ratio: 0
 
 
-def test_ratio_zero_passes_the_student_through_unchanged(ctx, tmp_path):
-    model = build("mobilenetv2", 2, 1, 8).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    out, report = prune.passthrough(model, ctx, str(tmp_path / "live"))
-    assert out is model
-    assert all(torch.equal(before[k], v) for k, v in out.state_dict().items())
+def test_ratio_zero_passes_the_student_through_unchanged(tmp_path):
+    report = run_prune_stage(tmp_path, prune={"ratio": 0.0})  # distill.alpha stays on: no teacher is needed
+    student = torch.load(tmp_path / "models/student.pt", weights_only=True)["state_dict"]
+    pruned = torch.load(tmp_path / "models/student_pruned.pt", weights_only=True)["state_dict"]
+    assert student.keys() == pruned.keys() and all(torch.equal(student[k], pruned[k]) for k in student)
+    assert report["params"]["removed_fraction"] == 0 and report["steps"] == []
     assert "skipped" in report["finetune"] and set(report["pruned"]) == {"val", "test"}
-    assert (tmp_path / "live").is_dir()
+    assert report["finetuned"] == report["pruned"]  # not trained
+    live = tmp_path / "plots/train/finetune"
+    assert live.is_dir() and not any(live.iterdir())  # the stage's output exists, empty
 
 
 # ---------------------------------------------------------------- distill.alpha: 0
@@ -56,15 +92,16 @@ def test_ratio_zero_passes_the_student_through_unchanged(ctx, tmp_path):
 
 def test_alpha_zero_trains_on_labels_without_loading_the_teacher(ctx, monkeypatch, tmp_path):
     ctx = with_params(ctx, distill={"alpha": 0.0})
-    monkeypatch.setattr(experiment, "load_checkpoint", _no_teacher)
-    criterion = experiment.student_criterion(ctx, tmp_path / "missing_teacher.pt")
-    assert isinstance(criterion, HardLabelLoss) and not experiment.distilling(ctx)
-    experiment.train(build("mobilenetv2", 2, 1, 8), criterion, ctx, 1, 1e-2, tmp_path / "live", "fp32")
+    monkeypatch.setattr(losses, "load_checkpoint", _no_teacher)
+    criterion = losses.student_criterion(ctx, tmp_path / "missing_teacher.pt")
+    assert isinstance(criterion, losses.HardLabelLoss) and not losses.distilling(ctx)
+    train(build("mobilenetv2", 2, 1, 8), criterion, ctx, 1, 1e-2, tmp_path / "live", "fp32")
 
 
 def test_positive_alpha_distils_from_the_teacher_checkpoint(ctx, tmp_path):
     save_checkpoint(ctx.build("resnet18"), ctx.spec("resnet18"), tmp_path / "teacher.pt")
-    assert isinstance(experiment.student_criterion(ctx, tmp_path / "teacher.pt"), DistillationLoss)
+    assert losses.distilling(ctx)
+    assert isinstance(losses.student_criterion(ctx, tmp_path / "teacher.pt"), losses.DistillationLoss)
 
 
 # ---------------------------------------------------------------- iterative pruning
@@ -85,19 +122,19 @@ def test_iterative_schedule_reaches_the_target_ratio_linearly():
     assert sizes[-1] == count_macs_params(one_shot, example)[1]  # the same widths as pruning at once
 
 
-def test_iterative_pruning_fine_tunes_between_steps_only(ctx, tmp_path, monkeypatch):
-    ctx = with_params(ctx, prune={"iterative_steps": 3, "step_epochs": 1, "finetune_epochs": 1, "ratio": 0.5},
-                      distill={"alpha": 0.0})
-    calls = []
-    real_train = experiment.train
-    monkeypatch.setattr(prune, "train", lambda *a, **k: calls.append(a[3]) or real_train(*a, **k))
-    model, report = prune.prune_and_finetune(ctx.build("mobilenetv2"), ctx, "unused.pt", str(tmp_path / "live"))
-    assert calls == [1, 1, 1]  # two steps' fine-tunes, then the final one
+def test_iterative_pruning_fine_tunes_between_steps_only(tmp_path):
+    report = run_prune_stage(tmp_path, distill={"alpha": 0.0},
+                             prune={"iterative_steps": 3, "step_epochs": 1, "finetune_epochs": 2, "ratio": 0.5})
     assert [s["step"] for s in report["steps"]] == [1, 2, 3]
+    assert [s["ratio"] for s in report["steps"]] == pytest.approx([0.5 / 3, 1 / 3, 0.5])
     assert [("finetune" in s) for s in report["steps"]] == [True, True, False]
-    assert report["steps"][0]["params"] > report["steps"][-1]["params"]
+    assert report["steps"][0]["params"] > report["steps"][-1]["params"] == report["params"]["after"]
     assert not report["distilled"]
-    assert (tmp_path / "live/step1/plots").is_dir() and (tmp_path / "live/plots").is_dir()
+    live = tmp_path / "plots/train/finetune"
+    # two steps' fine-tunes of step_epochs, then the final one of finetune_epochs: three `train` calls
+    assert sorted(p.name for p in live.iterdir() if p.name.startswith("step")) == ["step1", "step2"]
+    assert [epochs_logged(live / "step1"), epochs_logged(live / "step2"), epochs_logged(live)] == [1, 1, 2]
+    assert report["finetune"]["best_epoch"] in (1, 2)
 
 
 # ---------------------------------------------------------------- ensemble teachers
@@ -119,7 +156,7 @@ def test_ensemble_output_softmax_is_the_members_averaged_probabilities(ensemble)
 
 def test_distillation_from_an_ensemble_averages_soft_targets_not_logits(ensemble, ctx):
     ctx = with_params(ctx, distill={"alpha": 1.0, "temperature": 3.0})
-    criterion = experiment.distillation_loss(ctx, ensemble)
+    criterion = losses.distillation_criterion(ctx, ensemble)
     x, student = torch.randn(5, 1, 28, 28), torch.randn(5, 2)
     with torch.inference_mode():
         targets = torch.stack([torch.softmax(m(x) / 3.0, dim=1) for m in ensemble.members]).mean(dim=0)
@@ -157,18 +194,19 @@ def test_ensemble_exports_to_onnx_that_matches_torch(ensemble, tmp_path):
 
 
 def test_benchmark_lists_each_member_of_an_ensemble_teacher(ensemble, tmp_path):
-    from stages.benchmark import teacher_members
+    from lib.benchmark import teacher_members
 
     save_checkpoint(ensemble, ModelSpec("resnet18+mobilenetv2", 2, 1, 28), tmp_path / "teacher.pt")
-    entries = teacher_members(tmp_path, tmp_path / "members")
-    assert list(entries) == ["teacher_resnet18_torch", "teacher_mobilenetv2_torch"]
-    member, spec = load_checkpoint(entries["teacher_mobilenetv2_torch"][0])
+    members = teacher_members(tmp_path, tmp_path / "members")
+    assert [m.name for m in members] == ["teacher_resnet18_torch", "teacher_mobilenetv2_torch"]
+    assert all(m.network == m.file for m in members)  # its own MACs, not the ensemble's
+    member, spec = load_checkpoint(members[1].path(tmp_path))
     assert spec.arch == "mobilenetv2"
     x = torch.randn(2, 1, 28, 28)
     with torch.inference_mode():
         assert torch.equal(member(x), ensemble.members[1](x))
     save_checkpoint(ensemble.members[0], ModelSpec("resnet18", 2, 1, 28), tmp_path / "teacher.pt")
-    assert teacher_members(tmp_path, tmp_path / "members") == {}
+    assert teacher_members(tmp_path, tmp_path / "members") == []
 
 
 @pytest.mark.parametrize("teacher, problem", [
@@ -177,10 +215,12 @@ def test_benchmark_lists_each_member_of_an_ensemble_teacher(ensemble, tmp_path):
     (["resnet18", 7], "teacher[1]: got 7; expected a string")])
 def test_invalid_ensemble_teachers_are_user_errors(params_dict, teacher, problem):
     params_dict["teacher"] = teacher
-    with pytest.raises(UserError, match=re.escape(problem)):
-        from_dict(Params, params_dict)
+    with pytest.raises(UserError, match=re.escape(problem)):  # the list's shape: lib.config; names: the registry
+        models.check_params(from_dict(Params, params_dict))
 
 
 def test_ensemble_teacher_lists_its_members(params_dict):
     params_dict["teacher"] = ["resnet18", "densenet121"]
-    assert from_dict(Params, params_dict).teachers == ("resnet18", "densenet121")
+    params = from_dict(Params, params_dict)
+    models.check_params(params)
+    assert params.teachers == ("resnet18", "densenet121")

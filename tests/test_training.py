@@ -1,4 +1,5 @@
-"""lib.training: the distillation loss, the frozen teacher, devices, seeding, class weights and `fit`."""
+"""The distillation loss and the frozen teacher (lib.losses), devices and seeding (lib.compute), single-label
+class weights, the training loader (lib.loader) and the training loop (lib.training)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.augment import RandomAffineBatch
-from lib.data import make_loader
+from lib.compute import Compute, resolve_device, seed_everything
+from lib.context import run_info
 from lib.errors import UserError
-from lib.experiment import run_info
+from lib.loader import make_loader
+from lib.losses import DistillationLoss, HardLabelLoss, kd_loss
 from lib.models import build
-from lib.training import (Compute, DistillationLoss, HardLabelLoss, Schedule, class_weights,
-                          distillation_loss, fit, resolve_device, seed_everything, train_one_epoch)
+from lib.task import SingleLabel
+from lib.training import Schedule, fit, train_one_epoch
 
 CPU = Compute(torch.device("cpu"))
+THREE = SingleLabel(["a", "b", "c"])  # the logits fixture's classes
+TWO = SingleLabel(["dark", "bright"])  # the toy images' classes
 
 
 @pytest.fixture
@@ -39,30 +44,30 @@ def manual_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) 
 
 def test_alpha_zero_is_plain_cross_entropy(logits):
     student, teacher, labels = logits
-    loss = distillation_loss(student, teacher, labels, temperature=4.0, alpha=0.0,
-                             hard_loss=nn.CrossEntropyLoss())
+    loss = kd_loss(student, teacher, labels, temperature=4.0, alpha=0.0,
+                             hard_loss=nn.CrossEntropyLoss(), task=THREE)
     assert torch.allclose(loss, F.cross_entropy(student, labels), atol=1e-6)
 
 
 def test_soft_term_is_zero_when_logits_agree(logits):
     student, _, labels = logits
-    loss = distillation_loss(student, student.clone(), labels, temperature=3.0, alpha=1.0,
-                             hard_loss=nn.CrossEntropyLoss())
+    loss = kd_loss(student, student.clone(), labels, temperature=3.0, alpha=1.0,
+                             hard_loss=nn.CrossEntropyLoss(), task=THREE)
     assert abs(loss.item()) < 1e-6
 
 
 def test_soft_term_is_positive_when_logits_differ(logits):
     student, teacher, labels = logits
-    loss = distillation_loss(student, teacher, labels, temperature=2.0, alpha=1.0,
-                             hard_loss=nn.CrossEntropyLoss())
+    loss = kd_loss(student, teacher, labels, temperature=2.0, alpha=1.0,
+                             hard_loss=nn.CrossEntropyLoss(), task=THREE)
     assert loss.item() > 1e-3
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 5.0])
 def test_soft_term_is_temperature_squared_times_kl(logits, temperature):
     student, teacher, labels = logits
-    loss = distillation_loss(student, teacher, labels, temperature=temperature, alpha=1.0,
-                             hard_loss=nn.CrossEntropyLoss())
+    loss = kd_loss(student, teacher, labels, temperature=temperature, alpha=1.0,
+                             hard_loss=nn.CrossEntropyLoss(), task=THREE)
     expected = temperature ** 2 * manual_kl(student, teacher, temperature)
     assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-7)
 
@@ -70,8 +75,8 @@ def test_soft_term_is_temperature_squared_times_kl(logits, temperature):
 def test_temperature_scaling_between_t1_and_t2(logits):
     student, teacher, labels = logits
     ce = nn.CrossEntropyLoss()
-    l1 = distillation_loss(student, teacher, labels, 1.0, 1.0, ce)
-    l2 = distillation_loss(student, teacher, labels, 2.0, 1.0, ce)
+    l1 = kd_loss(student, teacher, labels, 1.0, 1.0, ce, THREE)
+    l2 = kd_loss(student, teacher, labels, 2.0, 1.0, ce, THREE)
     assert torch.allclose(l2 / l1, 4.0 * manual_kl(student, teacher, 2.0) / manual_kl(student, teacher, 1.0),
                           rtol=1e-5)
 
@@ -80,7 +85,7 @@ def test_mixture_weights_soft_and_hard_terms(logits):
     student, teacher, labels = logits
     ce = nn.CrossEntropyLoss()
     alpha, temperature = 0.3, 2.0
-    loss = distillation_loss(student, teacher, labels, temperature, alpha, ce)
+    loss = kd_loss(student, teacher, labels, temperature, alpha, ce, THREE)
     expected = alpha * temperature ** 2 * manual_kl(student, teacher, temperature) \
         + (1 - alpha) * F.cross_entropy(student, labels)
     assert torch.allclose(loss, expected, rtol=1e-5)
@@ -93,7 +98,7 @@ def _teacher() -> nn.Module:
 
 def test_teacher_stays_in_eval_mode_after_train():
     teacher = _teacher().train()
-    criterion = DistillationLoss(teacher, temperature=2.0, alpha=0.5)
+    criterion = DistillationLoss(teacher, THREE, temperature=2.0, alpha=0.5)
     criterion.train()
     assert criterion.training
     assert not any(m.training for m in teacher.modules())
@@ -104,7 +109,7 @@ def test_teacher_stays_in_eval_mode_after_train():
 def test_no_gradients_flow_to_teacher():
     teacher = _teacher()
     running_mean = teacher[2].running_mean.clone()
-    criterion = DistillationLoss(teacher, temperature=2.0, alpha=0.5).train()
+    criterion = DistillationLoss(teacher, THREE, temperature=2.0, alpha=0.5).train()
     student = nn.Linear(4, 3)
     images = torch.randn(5, 4)
     labels = torch.tensor([0, 1, 2, 0, 1])
@@ -120,7 +125,7 @@ def test_no_gradients_flow_to_teacher():
 def test_hard_label_loss_is_weighted_cross_entropy(logits):
     student, _, labels = logits
     weight = torch.tensor([1.0, 2.0, 0.5])
-    loss = HardLabelLoss(weight)(student, None, labels)
+    loss = HardLabelLoss(THREE, weight)(student, None, labels)
     assert torch.allclose(loss, F.cross_entropy(student, labels, weight=weight))
 
 
@@ -148,7 +153,7 @@ def test_seed_everything_makes_randn_reproducible():
 
 def test_balanced_class_weights_match_formula():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
-    weights = class_weights(labels, 3, "balanced")
+    weights = THREE.class_weights(labels, "balanced")
     counts = np.array([6, 2, 4])
     expected = len(labels) / (3 * counts)
     assert weights.dtype == torch.float32
@@ -156,7 +161,7 @@ def test_balanced_class_weights_match_formula():
 
 
 def test_class_weights_none_mode_returns_none():
-    assert class_weights(np.array([0, 1, 1]), 2, "none") is None
+    assert SingleLabel(["x", "y"]).class_weights(np.array([0, 1, 1]), "none") is None
 
 
 def _toy_split(rng, n, channels=1):
@@ -179,7 +184,7 @@ def _fit_toy(compute: Compute, criterion: nn.Module | None = None, model: nn.Mod
     loader = make_loader(*train, meta, batch_size=8, shuffle=True, augment=True, seed=0)
     model = model or build("mobilenetv2", 2, channels, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model, info = fit(model, criterion or HardLabelLoss(), loader, val, meta,
+    model, info = fit(model, criterion or HardLabelLoss(TWO), loader, val, meta,
                       Schedule(epochs=1, lr=1e-3, weight_decay=0.0, monitor="auc"), compute)
     return model, info, before
 
@@ -203,7 +208,7 @@ class FormatSpy(HardLabelLoss):
     """Records the memory format of the batches and of the stem's weights during training."""
 
     def __init__(self, stem: nn.Conv2d):
-        super().__init__()
+        super().__init__(TWO)
         self.stem = [stem]  # a list: not a submodule, so `fit` does not move or convert it
 
     def forward(self, logits, images, labels):
@@ -229,7 +234,7 @@ def test_bf16_training_step_runs_with_finite_loss_and_fp32_weights():
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     compute = Compute(torch.device("cpu"), "bf16")
     before = model.classifier[1].weight.clone()
-    loss = train_one_epoch(model, HardLabelLoss(), optimizer, scheduler, loader, compute, compute.grad_scaler())
+    loss = train_one_epoch(model, HardLabelLoss(TWO), optimizer, scheduler, loader, compute, compute.grad_scaler())
     assert np.isfinite(loss) and loss > 0
     assert model.classifier[1].weight.dtype == torch.float32
     assert not torch.equal(before, model.classifier[1].weight)
@@ -263,7 +268,7 @@ class PrecisionSpy(nn.Module):
 @pytest.mark.parametrize("precision, autocast", [("fp32", False), ("bf16", torch.bfloat16)])
 def test_teacher_runs_in_inference_mode_at_its_own_precision(precision, autocast):
     teacher = PrecisionSpy()
-    criterion = DistillationLoss(teacher, temperature=2.0, alpha=0.5, teacher_precision=precision)
+    criterion = DistillationLoss(teacher, THREE, temperature=2.0, alpha=0.5, teacher_precision=precision)
     student = nn.Linear(4, 3)
     images, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
     with Compute(torch.device("cpu"), "bf16").autocast():  # the student's precision does not leak in
