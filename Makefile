@@ -20,11 +20,11 @@ repro: setup          ## set up, then run the default pipeline and print the res
 	dvc repro
 	python -m lib.report
 
-test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones)
-	python -m pytest -m "not slow" tests
+test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones); lists the 15 slowest
+	python -m pytest -m "not slow" --durations=15 tests
 
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
-	python -m pytest tests
+	python -m pytest --durations=15 tests
 
 report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md
 	python -m lib.report --write

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from onnx import TensorProto, helper
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,19 @@ RAW_DIR = ROOT / "data" / "raw"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: minutes per test; left out of `make test`, run by `make test-all`")
+
+
+def truncated_onnx() -> bytes:
+    """A valid ONNX model cut in half: what an interrupted copy leaves."""
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1, 4, 4])])
+    whole = helper.make_model(graph).SerializeToString()
+    return whole[: len(whole) // 2]
+
+
+def random_bytes() -> bytes:
+    return np.random.default_rng(0).bytes(2000)
 
 
 def save_png(path: Path, array: np.ndarray) -> Path:
@@ -215,8 +229,10 @@ def tiny_project(repo: Path, per_split: dict[str, int], **sections: dict) -> Pat
     return repo
 
 
-# A run as short as the DAG allows: one epoch per training stage, few calibration images, few timings.
-TINY_RUN = dict(train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1}, prune={"finetune_epochs": 1},
+# A run as short as the DAG allows: one epoch per training stage, pruning in one shot (the iterative path runs
+# end to end in the ensemble switch project), few calibration images, few timings.
+TINY_RUN = dict(train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1},
+                prune={"finetune_epochs": 1, "iterative_steps": 1},
                 quantize={"calibration_samples": 16},
                 benchmark={"warmup": 1, "runs": 3, "throughput_batch": 8, "throughput_runs": 2,
                            "bootstrap_samples": 20})

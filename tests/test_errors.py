@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 from lib import sources
 from lib.cli import EXIT_USER_ERROR, run
 from lib.config import load_params
 from lib.errors import UserError
 from lib.runtimes import predict
-from conftest import ROOT, copy_pipeline, edit_params, init_repo, tool_env
+from conftest import ROOT, copy_pipeline, edit_params, init_repo, random_bytes, tool_env, truncated_onnx
 
 META = {"classes": ["a", "b"], "mean": [0.5], "std": [0.25], "channels": 1, "image_size": 4}
 IMAGES = np.zeros((2, 4, 4, 1), dtype=np.uint8)
@@ -88,18 +87,6 @@ def test_yaml_error_message_has_one_based_position(tmp_path):
 def test_missing_params_file_says_where_to_run(tmp_path):
     with pytest.raises(UserError, match="nope.yaml not found: run the stage from the project root"):
         load_params(tmp_path / "nope.yaml")
-
-
-def truncated_onnx() -> bytes:
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 4, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1, 4, 4])])
-    whole = helper.make_model(graph).SerializeToString()
-    return whole[: len(whole) // 2]
-
-
-def random_bytes() -> bytes:
-    return np.random.default_rng(0).bytes(2000)
 
 
 @pytest.mark.parametrize("name, content", [

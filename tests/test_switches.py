@@ -19,7 +19,8 @@ from lib.config import Params, from_dict
 from lib.context import Context
 from lib.errors import UserError
 from lib.export import export_onnx
-from lib.models import Ensemble, ModelSpec, build, ensemble_arch, load_checkpoint, save_checkpoint
+from lib.ensemble import Ensemble, ensemble_arch
+from lib.models import ModelSpec, build, load_checkpoint, save_checkpoint
 from lib.pruning import count_macs_params, prune_channels, prune_steps
 from lib.runtimes import onnx_runner, torch_runner
 from lib.training import train

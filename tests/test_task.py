@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
 
-from conftest import class_image, make_arrays, save_png
+from conftest import class_image, make_arrays, random_bytes, save_png, truncated_onnx
 from lib.checks import collapse_warnings
 from lib.config import DatasetConfig
 from lib.errors import UserError
@@ -204,18 +203,6 @@ def test_stratified_sample_of_a_label_matrix_takes_turns_over_first_labels():
 
 
 # ---------------------------------------------------------------- model files a runtime rejects
-
-def truncated_onnx() -> bytes:
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 4, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1, 4, 4])])
-    whole = helper.make_model(graph).SerializeToString()
-    return whole[: len(whole) // 2]
-
-
-def random_bytes() -> bytes:
-    return np.random.default_rng(0).bytes(2000)
-
 
 CORRUPT = [("m.onnx", truncated_onnx()), ("m.onnx", random_bytes()), ("m.onnx", b""),
            ("m.tflite", random_bytes()), ("m.tflite", b"\x1c\0\0\0TFL3" + random_bytes()), ("m.tflite", b"")]
