@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import run, tool_env
 
 QUEUED = {"bench-runs-4": 4, "bench-runs-5": 5}  # experiment name → benchmark.runs
 QUEUE_TIMEOUT_S = 600
@@ -49,7 +50,10 @@ def queued(origin) -> dict[str, dict]:
     """Two benchmark-only experiments run by two queue workers at once; returns them as `exp_show` gives them."""
     for name, runs in QUEUED.items():
         run(["dvc", "exp", "run", "--queue", "--name", name, "-S", f"benchmark.runs={runs}"], origin)
-    run(["dvc", "queue", "start", "-j", "2"], origin)
+    # The workers outlive `dvc queue start` and inherit its output: captured, it would keep the pipe open
+    # (and this call waiting) until the last worker exits, which a `--clean` worker does not always do.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=origin, env=tool_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while True:
         exps = exp_show(origin)
