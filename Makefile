@@ -6,8 +6,9 @@ export PATH := $(BIN):$(PATH)
 
 SEEDS ?= 43 44
 STUDENTS ?= efficientnet_b0 mobilenetv3_large mobilenetv3_small mnasnet
+GRID ?= search.yaml
 
-.PHONY: setup repro test test-all report exps seeds compare students clean-venv
+.PHONY: setup repro test test-all report exps plots seeds compare students search clean-venv
 
 setup: $(VENV)/.installed
 
@@ -20,17 +21,20 @@ repro: setup          ## set up, then run the default pipeline and print the res
 	dvc repro
 	python -m lib.report
 
-test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones); lists the 15 slowest
-	python -m pytest -m "not slow" --durations=15 tests
+test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones) on two workers
+	python -m pytest -m "not slow" -n 2 --durations=15 tests
 
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
-	python -m pytest --durations=15 tests
+	python -m pytest -n 2 --durations=15 tests
 
-report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md
+report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md, docs/search.md
 	python -m lib.report --write
 
 exps: setup           ## the experiments table, narrow enough for a terminal: headline figures and changed params
 	python -m lib.report --experiments
+
+plots: setup          ## every plot of dvc.yaml on one page that opens offline: dvc_plots/offline.html
+	python -m lib.plots_offline
 
 seeds: setup          ## queue the pipeline once per seed in SEEDS and run the queue (one at a time)
 	for s in $(SEEDS); do dvc exp run --queue -S seed=$$s; done
@@ -47,6 +51,11 @@ students: setup       ## queue the pipeline once per student in STUDENTS (defaul
 	python -m lib.compare --save-exps plots/students/experiments.json --md plots/students/compare.md \
 		--metric int8_tflite.acc --metric int8_tflite.auc --metric int8_tflite.kb --metric int8_tflite.mmacs \
 		--metric int8_tflite.ms --metric student_torch.acc --metric pruned_torch.acc
+	python -m lib.report --write
+
+search: setup         ## run the grid of GRID in the workspace (one teacher per seed); its Pareto front into docs/search.md
+	python -m lib.search run --grid $(GRID)
+	python -m lib.search front --grid $(GRID)
 	python -m lib.report --write
 
 clean-venv:

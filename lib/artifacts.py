@@ -88,7 +88,9 @@ def teacher_runtimes(names: Collection[str]) -> list[str]:
 # ------------------------------------------------------------------ the headline schema
 HEADLINE_PATH = "metrics/headline.json"
 HEADLINE_KEYS = {  # short key → what it is; every figure is in benchmark.json at full detail
-    "acc": "test accuracy", "auc": "test ROC AUC", "f1": "test macro F1", "kb": "size on disk (KiB)",
+    "acc": "test accuracy", "auc": "test ROC AUC", "f1": "test macro F1",
+    "decision": "the rule (a key of DECISIONS) that turned probabilities into the answers of acc and f1",
+    "kb": "size on disk (KiB)",
     "mmacs": "multiply-accumulates (millions)", "ms": "median batch-1 latency, one thread (ms)",
     "x_smaller": "times smaller than the teacher", "x_faster": "times faster than the teacher"}
 
@@ -100,10 +102,23 @@ def headline_metric(artifact: str, key: str) -> str:
     return f"{artifact}.{key}"
 
 
+# The decision rules: name → (what it answers, the key of an artifact's benchmark.json entry holding its test
+# figures). Its `decision` says which rule the headline took (`benchmark.decision`) and which one was chosen on val.
+DECISIONS = {
+    "argmax": ("the class with the highest probability", "test"),
+    "threshold_0.5": ("each label whose probability reaches 0.5", "test"),
+    "val_threshold": ("the positive class where its probability reaches the threshold of best balanced accuracy "
+                      "on val", "test_val_threshold"),
+}
+
+
 def headline_figures(result: dict) -> dict:
-    """One artifact's benchmark result → its headline figures, keyed and ordered as HEADLINE_KEYS."""
+    """One artifact's benchmark result → its headline figures, keyed and ordered as HEADLINE_KEYS: accuracy and
+    F1 under the rule its `decision` names for the headline; AUC, which no rule changes, from `test`."""
     test, vs_teacher = result["test"], result["vs_teacher"]
-    return {"acc": test["accuracy"], "auc": test["auc"], "f1": test["f1_macro"],
+    rule = result["decision"]["headline"]
+    decided = result[DECISIONS[rule][1]]
+    return {"acc": decided["accuracy"], "auc": test["auc"], "f1": decided["f1_macro"], "decision": rule,
             "kb": round(result["size_bytes"] / 1024, 1), "mmacs": round(result["macs"] / 1e6, 2),
             "ms": round(result["latency_ms"]["p50"], 4), "x_smaller": round(vs_teacher["smaller_x"], 2),
             "x_faster": round(vs_teacher["faster_x"], 2)}

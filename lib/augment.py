@@ -4,6 +4,10 @@ torchvision's `RandomAffine` draws one transform per call, so per-image jitter m
 on 28 px images that per-sample Python overhead cost more than the network's forward pass. Here every
 image still gets its own random rotation, translation and scale, but all of them are resampled in one
 `affine_grid` + `grid_sample` call on the batch tensor.
+
+The optional levers (docs/recipes.md#levers) come from torchvision: a per-image policy on the uint8 image
+before normalisation (`train.policy`), and MixUp / CutMix on the normalised batch after the jitter, which
+turn the class indices into soft targets (`train.mixup_alpha`, `train.cutmix_alpha`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
+from torchvision.transforms import v2
+
+POLICIES = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment}
 
 
 class RandomAffineBatch:
@@ -41,7 +48,33 @@ class RandomAffineBatch:
         return F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False) + fill
 
-    def collate(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """A DataLoader `collate_fn`: stack the samples, then jitter the image batch."""
+
+def image_policy(name: str) -> v2.Transform | None:
+    """`train.policy`: torchvision's per-image augmentation policy for uint8 CHW images; None for 'none'.
+    Geometric operations fill with 0, black, as the affine jitter's border."""
+    return None if name == "none" else POLICIES[name]()
+
+
+def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> v2.Transform | None:
+    """MixUp and/or CutMix of (images, class indices) → (mixed images, soft targets (N, C) summing to 1);
+    with both on, one of the two drawn per batch. None when both alphas are 0."""
+    mixes = [mix(alpha=alpha, num_classes=num_classes)
+             for mix, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if alpha > 0]
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
+class BatchCollate:
+    """A DataLoader `collate_fn`: stack the samples, jitter the image batch (`affine`), then mix it (`mix`)."""
+
+    def __init__(self, affine: RandomAffineBatch | None, mix: v2.Transform | None = None):
+        self.affine, self.mix = affine, mix
+
+    def __call__(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = default_collate(samples)
-        return self(images), labels
+        if self.affine is not None:
+            images = self.affine(images)
+        if self.mix is not None:
+            images, labels = self.mix(images, labels)
+        return images, labels

@@ -17,6 +17,7 @@ from lib import artifacts, bench, checks
 from lib.artifacts import Artifact
 from lib.config import BenchmarkConfig
 from lib.context import Context
+from lib.decision import decided
 from lib.metrics import bootstrap_ci
 from lib.ensemble import Ensemble, ensemble_members
 from lib.models import load_checkpoint, save_checkpoint
@@ -57,22 +58,25 @@ def measure_all(ctx: Context, measured: list[Artifact], models_dir: Path,
         path = artifact.path(models_dir)
         probabilities[artifact.name] = probs = predict(path, images, ctx.meta)
         macs, params = ops[artifact.network]
-        results[artifact.name] = {"test": quality(ctx, path, probs), "size_bytes": bench.size_bytes(path),
-                                  "macs": macs, "params": params,
+        results[artifact.name] = {**quality(ctx, path, probs), "size_bytes": bench.size_bytes(path),
+                                  "compressed_kb": bench.compressed_kb(path), "macs": macs, "params": params,
                                   **timings(path, sample, ctx.params.benchmark, all_cores)}
     return results, probabilities
 
 
 def quality(ctx: Context, path: Path, probs: np.ndarray) -> dict:
-    """The task's test metrics (with decision thresholds it fits on val, if any) and bootstrap 95 % intervals
-    of accuracy and AUC, resampled with the run's seed so every artifact sees the same resamples."""
+    """`test`: the task's test metrics (with decision thresholds it fits on val, if any) and bootstrap 95 %
+    intervals of accuracy and AUC, resampled with the run's seed so every artifact sees the same resamples;
+    beside it the decision rule chosen on the artifact's val predictions and its test figures (`lib.decision`)."""
     task, samples, seed = ctx.task, ctx.params.benchmark.bootstrap_samples, ctx.params.seed
     _, labels = ctx.splits["test"]
     val_images, val_labels = ctx.splits["val"]
-    test = task.metrics(labels, probs, task.fit_thresholds(val_labels, predict(path, val_images, ctx.meta)))
+    val_probs = predict(path, val_images, ctx.meta)
+    test = task.metrics(labels, probs, task.fit_thresholds(val_labels, val_probs))
     test["ci95"] = {"accuracy": bootstrap_ci(labels, probs, task.accuracy, samples, seed),
                     "auc": bootstrap_ci(labels, probs, task.auc, samples, seed)}
-    return test
+    return {"test": test, **decided(task, ctx.params.benchmark.decision, (val_labels, val_probs), (labels, probs),
+                                    samples, seed)}
 
 
 def timings(path: Path, sample: np.ndarray, cfg: BenchmarkConfig, all_cores: int) -> dict:

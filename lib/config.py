@@ -62,6 +62,21 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 needs CUDA; checked with the device
     workers: int = field(default=0, metadata=between(0, 64))
     nproc: int = field(default=1, metadata=between(1, 64))
+    # training images whose batch-norm statistics replace the running ones before each validation; 0: off
+    bn_recalibration: int = field(default=0, metadata=between(0, 100_000_000))
+    # levers, each off by default (docs/recipes.md#levers); multi-label data refuse mixing in `lib.context.setup`
+    ema_decay: float = field(default=0.0, metadata=between(0.0, 0.9999))  # 0: no moving average of the weights
+    mixup_alpha: float = field(default=0.0, metadata=between(0.0, 10.0))  # 0: off
+    cutmix_alpha: float = field(default=0.0, metadata=between(0.0, 10.0))  # 0: off
+    policy: Literal["none", "trivialaugment", "randaugment"] = "none"
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    warmup_epochs: float = field(default=0.0, metadata=between(0.0, 10_000.0))  # schedule: cosine only
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs > 0 and self.schedule != "cosine":
+            raise UserError(f"train.warmup_epochs: got {self.warmup_epochs} with schedule: {self.schedule}; "
+                            "the warm-up belongs to schedule: cosine (onecycle warms up over its first 15 %); "
+                            "set train.schedule: cosine or train.warmup_epochs: 0")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,13 @@ class PruneConfig:
     finetune_epochs: int = field(metadata=between(1, 10_000))
     lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
     step_epochs: int = field(default=1, metadata=between(0, 10_000))  # fine-tune between iterative steps
+    method: Literal["structured", "unstructured"] = "structured"  # remove channels | zero single weights
+
+    def __post_init__(self) -> None:
+        if self.method == "unstructured" and self.importance != "l1":
+            raise UserError(f"prune.importance: got {self.importance!r}, but prune.method: unstructured ranks "
+                            "single weights by magnitude (l1) only; set prune.importance: l1, or keep l2 with "
+                            "prune.method: structured")
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,9 @@ class BenchmarkConfig:
     throughput_batch: int = field(metadata=between(1, 65_536))
     throughput_runs: int = field(metadata=between(1, 100_000))
     bootstrap_samples: int = field(metadata=between(10, 1_000_000))
+    # the rule of the headline's figures; val_threshold (binary tasks only) is checked against the data set's
+    # classes by `lib.context.setup`
+    decision: Literal["argmax", "val_threshold"] = "argmax"
 
 
 @dataclass(frozen=True)
@@ -129,15 +154,32 @@ class Params:
     benchmark: BenchmarkConfig
     explain: ExplainConfig
     student_width: float = 1.0  # width multiplier of the student, where its architecture has one
+    teacher_weights: str = "none"  # none | imagenet | a .pt/.pth file: where training starts (lib.weights)
+    student_weights: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.teacher, str):
             _check_ensemble(self.teacher)
+        _check_weights("teacher_weights", self.teacher_weights)
+        _check_weights("student_weights", self.student_weights)
+        if not isinstance(self.teacher, str) and self.teacher_weights not in ("none", "imagenet"):
+            raise UserError(f"teacher_weights: got the file {self.teacher_weights!r} for an ensemble teacher; "
+                            "a file holds one network: use none or imagenet (applied to each member)")
 
     @property
     def teachers(self) -> tuple[str, ...]:
         """The teacher's networks: its one name, or an ensemble's members."""
         return (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
+
+
+def _check_weights(key: str, value: str) -> None:
+    """none, imagenet, or the path of an existing .pt/.pth file (a param: the file's content is not tracked)."""
+    if value in ("none", "imagenet"):
+        return
+    if Path(value).suffix not in (".pt", ".pth"):
+        raise UserError(f"{key}: got {value!r}; expected none, imagenet or the path of a .pt/.pth checkpoint")
+    if not Path(value).is_file():
+        raise UserError(f"{key}: file {value!r} not found (paths are relative to the project root)")
 
 
 def _check_ensemble(names: list[str]) -> None:

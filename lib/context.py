@@ -49,7 +49,8 @@ class Context:
 
 
 def setup(processed_dir: str | Path) -> Context:
-    """Validate params (model names, and the precisions against the device), fix the seeds, load the splits."""
+    """Validate params (model names, the precisions against the device, the decision rule against the task),
+    fix the seeds, load the splits."""
     params = load_params()
     check_params(params)
     seed_everything(params.seed)
@@ -58,7 +59,11 @@ def setup(processed_dir: str | Path) -> Context:
         Compute(device, precision)
     meta = load_meta(processed_dir)
     splits = {split: load_split(processed_dir, split) for split in SPLITS}
-    return Context(params, meta, device, splits, tasks.for_meta(meta))
+    task = tasks.for_meta(meta)
+    task.check_decision(params.benchmark.decision, splits["val"][1])
+    if params.train.mixup_alpha or params.train.cutmix_alpha:
+        task.check_batch_mixing()
+    return Context(params, meta, device, splits, task)
 
 
 def score(model: nn.Module, ctx: Context, splits: tuple[str, ...] = ("val", "test")) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_curve, roc_auc_score
+from sklearn.metrics import multilabel_confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 
 def label_aucs(labels: np.ndarray, probs: np.ndarray) -> list[float | None]:
@@ -63,6 +63,24 @@ def f1_thresholds(labels: np.ndarray, probs: np.ndarray, default: float) -> np.n
                            out=np.zeros_like(precision), where=precision + recall > 0)
             out[i] = cuts[int(np.argmax(f1[:-1]))]
     return out
+
+
+def youden_threshold(labels: np.ndarray, scores: np.ndarray, prefer: float = 0.5) -> float | None:
+    """The threshold on `scores` (positive when a score reaches it) that maximises Youden's J = sensitivity +
+    specificity − 1, i.e. balanced accuracy, on these (validation) 0/1 labels.
+
+    The candidates are `roc_curve`'s cuts (every distinct score) and `prefer` itself; of equally good ones the
+    closest to `prefer` wins, so a split on which `prefer` is already best keeps it. None when a class is missing.
+    """
+    if len(np.unique(labels)) < 2:
+        return None
+    fpr, tpr, cuts = roc_curve(labels, scores, drop_intermediate=False)  # every cut: ties must all be seen
+    finite = np.isfinite(cuts)  # the first cut (inf) marks nothing positive
+    preferred = scores >= prefer
+    candidates = np.append(cuts[finite], prefer)
+    j = np.append((tpr - fpr)[finite], preferred[labels == 1].mean() - preferred[labels == 0].mean())
+    best = candidates[np.isclose(j, j.max(), rtol=0.0, atol=1e-9)]
+    return float(best[np.argmin(np.abs(best - prefer))])
 
 
 def bootstrap_ci(labels: np.ndarray, probs: np.ndarray,

@@ -1,6 +1,6 @@
 """Model registry: `build(name, num_classes, in_channels, image_size, width)` is how a stage gets a network.
 
-Builders wrap torchvision architectures (no pretrained weights: nothing is downloaded) and adapt the stem:
+Builders wrap torchvision architectures (random weights; `lib.weights` loads others) and adapt the stem:
 any channel count, and for small inputs (MedMNIST's 28–64 px) no early stride or max-pool, which would
 collapse a 28 px image to a 7 px feature map before the first block.
 Registering a new architecture is one decorated function, which also declares the architecture's width
@@ -50,9 +50,13 @@ def available() -> list[str]:
 
 
 def architecture(name: str) -> Architecture:
-    """The registry entry of `name`; an unknown name lists the valid ones."""
+    """The registry entry of `name` (`timm/<name>`: see `lib.timm_models`); an unknown name lists the valid ones."""
+    if name.startswith("timm/"):
+        from lib.timm_models import timm_architecture  # imports timm only when a timm model is asked for
+        return timm_architecture(name)
     if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; valid names are {', '.join(available())}")
+        raise UserError(f"unknown model {name!r}; valid names are {', '.join(available())}, "
+                        "or timm/<name> for a model of timm")
     return _REGISTRY[name]
 
 
@@ -77,8 +81,10 @@ def check_params(params) -> None:
     `params`: a `lib.config.Params` (not imported here, so the registry and the params stay independent).
     """
     for role, name in [("teacher", name) for name in params.teachers] + [("student", params.student)]:
-        if name not in _REGISTRY:
-            raise UserError(f"{role}: unknown model {name!r}; valid names are {', '.join(available())}")
+        try:
+            architecture(name)
+        except UserError as err:
+            raise UserError(f"{role}: {err}") from None
     check_student(params.student, params.student_width)
 
 
@@ -206,9 +212,9 @@ register("efficientnet_b0")(_first_conv(tvm.efficientnet_b0, "features.0.0"))
 _B3_INT8 = ("its pruned network's INT8 TFLite does not follow the float model "
             "(correlation 0.07, top-1 agreement 62 % in the chain test)")
 register("efficientnet_b3", teacher_only=_B3_INT8)(_first_conv(tvm.efficientnet_b3, "features.0.0"))
-register("mobilenetv2", widths=(0.35, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v2, "features.0.0"))
-register("mobilenetv3_small", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
-register("mobilenetv3_large", widths=(0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
+register("mobilenetv2", widths=(0.25, 0.35, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v2, "features.0.0"))
+register("mobilenetv3_small", widths=(0.25, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
+register("mobilenetv3_large", widths=(0.25, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
 register("regnet_y_400mf")(_first_conv(tvm.regnet_y_400mf, "stem.0"))
 
 _SHUFFLENET = {0.5: tvm.shufflenet_v2_x0_5, 1.0: tvm.shufflenet_v2_x1_0,

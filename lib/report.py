@@ -6,7 +6,7 @@
 
 The tables are generated from the metrics of real runs, never typed by hand. A block is the text between
 `<!-- name:start -->` and `<!-- name:end -->`: `results` in README.md, `seeds` (the multi-seed comparison) in
-docs/recipes.md, `students` in docs/students.md.
+docs/recipes.md, `students` in docs/students.md, `search` (the Pareto front of `make search`) in docs/search.md.
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ import subprocess
 from pathlib import Path
 
 from lib import cli
-from lib.artifacts import DEPLOYED, headline_metric, measured
+from lib.artifacts import DECISIONS, DEPLOYED, headline_metric, measured
 from lib.errors import UserError
 from lib.exps import (DEFAULT_RECIPE, collect_runs, default_recipe, differences, load_exp_show, recipe_labels,
                       varying_keys, varying_params, workspace_recipe)
 from lib.io import atomic_path, read_json
 from lib.render import fitted, mean_difference, mean_std, p_value, recipe_note, small_n_warning, wrapped
 
-RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK = "results", "seeds", "students"
+RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK, SEARCH_BLOCK = "results", "seeds", "students", "search"
 BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), SEEDS_BLOCK: Path("docs/recipes.md"),
-               STUDENTS_BLOCK: Path("docs/students.md")}  # the file that holds each generated block
+               STUDENTS_BLOCK: Path("docs/students.md"),
+               SEARCH_BLOCK: Path("docs/search.md")}  # the file that holds each generated block
 BENCHMARK = Path("metrics/benchmark.json")
 SEEDS_MD = "plots/compare/compare.md"  # the whole comparison, written by `make compare` (lib.compare)
 SEEDS_REPORT = Path("plots/compare/compare.json")  # the same as data, which the seeds block shows in part
 STUDENTS_EXPS = Path("plots/students/experiments.json")  # `dvc exp show --json` of the students, `make students`
+SEARCH_FRONT = Path("plots/search/front.md")  # the Pareto front's table, written by `make search` (lib.search)
+NO_SEARCH = "No search in this commit yet: `make search` runs the grid of search.yaml and fills this table."
 COLUMNS = {  # headline key → (column, format) of the compact tables of the blocks
     "student_torch.acc": ("student acc", ".3f"), "pruned_torch.acc": ("pruned acc", ".3f"),
     "int8_tflite.acc": ("INT8 acc", ".3f"), "int8_tflite.auc": ("INT8 AUC", ".3f"),
@@ -73,13 +76,40 @@ def _cost(bench: dict, artifacts: list[str]) -> list[str]:
     return fitted(header, rows)
 
 
+def _decision_notes(bench: dict, artifacts: list[str]) -> list[str]:
+    """The rule of the quality table's figures and, where the benchmark chose a threshold on val, the deployed
+    INT8 model's figures at it; nothing for a benchmark.json older than the recorded rules."""
+    decision = bench[artifacts[0]].get("decision")
+    if decision is None:
+        return []
+    rule = decision["test"]
+    note = (f"Decisions: `{rule}` ({DECISIONS[rule][0]}) for the accuracy, F1 and sensitivities above; AUC and ECE "
+            "do not depend on the rule.")
+    if decision["headline"] != rule:
+        note += f" `metrics/headline.json` takes accuracy and F1 by `{decision['headline']}` (`benchmark.decision`)."
+    lines = wrapped(note)
+    deployed = bench.get(DEPLOYED, {})
+    at = deployed.get(DECISIONS["val_threshold"][1])
+    if at is not None:
+        chosen = deployed["decision"]
+        classes = list(at["per_class"])
+        lines += wrapped(
+            f"At the val-chosen threshold (`{chosen['positive_class']}` when its probability reaches "
+            f"{chosen['threshold']:.3f}, the best balanced accuracy on val: {chosen['val']['balanced_accuracy']:.3f}), "
+            f"`{DEPLOYED}` scores accuracy {_ci(at['accuracy'], at['ci95']['accuracy'])}, balanced accuracy "
+            f"{at['balanced_accuracy']:.3f}, macro F1 {at['f1_macro']:.3f}, "
+            + ", ".join(f"sensitivity {c} {_rate(at['per_class'][c]['sensitivity'])}" for c in classes)
+            + " on the same test images.")
+    return lines
+
+
 def results_table(bench: dict) -> str:
     """Quality, then size and speed, of every artifact, largest first: the order of compression."""
     artifacts = sorted(measured(bench), key=lambda k: -bench[k]["size_bytes"])
     base = bench["baseline_majority_class"]
     (metric, value), = base["test"].items()  # accuracy; balanced accuracy for a multi-label set
     machine = bench["machine"]
-    lines = [*_quality(bench, artifacts), *_cost(bench, artifacts),
+    lines = [*_quality(bench, artifacts), *_decision_notes(bench, artifacts), *_cost(bench, artifacts),
              *wrapped(f"Always answering “{base['class']}” scores {value:.3f} {metric.replace('_', ' ')} on the "
                       f"same {bench['test_images']} test images. Timings: {machine['cpu']}, {machine['cpu_count']} "
                       "cores; “faster ×” compares with the teacher's fastest runtime at the same thread count.")]
@@ -148,14 +178,17 @@ def fill_block(text: str, block: str, content: str) -> str:
 
 
 def blocks(bench: dict, seeds: dict | None = None, students: list | None = None,
-           current: dict | None = None) -> dict[str, str]:
+           current: dict | None = None, search: str | None = None) -> dict[str, str]:
     """Each generated block's content: the results table; the multi-seed comparison (`lib.compare`'s report), in
-    part; the table of the students' runs (`dvc exp show --json`). A block whose source is None is left out."""
+    part; the table of the students' runs (`dvc exp show --json`); the search's front (its Markdown, lib.search).
+    A block whose source is None is left out."""
     contents = {RESULTS_BLOCK: results_table(bench)}
     if seeds is not None:
         contents[SEEDS_BLOCK] = seeds_block(seeds)
     if students is not None:
         contents[STUDENTS_BLOCK] = runs_table(students, current)
+    if search is not None:
+        contents[SEARCH_BLOCK] = search.rstrip("\n")
     return contents
 
 
@@ -175,9 +208,11 @@ def write_blocks(contents: dict[str, str], files: dict[str, Path] | None = None)
 
 
 def committed_blocks() -> dict[str, str]:
-    """The blocks of the committed results: metrics/, plots/compare/ and plots/students/, and params.yaml."""
+    """The blocks of the committed results: metrics/, plots/compare/, plots/students/ and plots/search/, and
+    params.yaml; the search's block says how to fill it where no search is committed."""
     return blocks(read_json(BENCHMARK), read_json(SEEDS_REPORT) if SEEDS_REPORT.exists() else None,
-                  load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None, workspace_recipe())
+                  load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None, workspace_recipe(),
+                  SEARCH_FRONT.read_text() if SEARCH_FRONT.exists() else NO_SEARCH)
 
 
 def show_experiments() -> None:

@@ -1,4 +1,5 @@
-"""The statistics of a comparison across seeds: summaries, paired tests between recipes, McNemar within a run."""
+"""The statistics of a comparison across seeds: summaries, paired tests between recipes, McNemar within a run;
+and the interval of one rate (the model card's per-class figures)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,12 @@ def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> dict:
     c = int(np.sum(~first_correct & second_correct))
     p = float(stats.binomtest(c, b + c).pvalue) if b + c else 1.0
     return {"b": b, "c": c, "p": p}
+
+
+def rate_interval(rate: float | None, n: int, level: float = 1 - ALPHA) -> list[float] | None:
+    """Wilson score interval of a rate measured on n images (e.g. a class's sensitivity on its test images);
+    None where the rate is undefined or n is 0."""
+    if rate is None or n <= 0:
+        return None
+    ci = stats.binomtest(round(rate * n), n).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]

@@ -12,6 +12,7 @@ from lib.io import write_json
 from lib.losses import distilling, student_criterion
 from lib.models import save_checkpoint
 from lib.training import train
+from lib.weights import initial_weights
 
 
 def main() -> None:
@@ -26,12 +27,14 @@ def main() -> None:
     ctx = setup(args.data)
     criterion = student_criterion(ctx, args.teacher)  # loading the teacher draws on the seeded RNG: first
     arch, width, cfg = ctx.params.student, ctx.params.student_width, ctx.params.distill
-    model, info = train(ctx.build(arch, width), criterion, ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
+    model = ctx.build(arch, width)
+    weights = initial_weights(model, arch, ctx.params.student_weights, width, key="student_weights")
+    model, info = train(model, criterion, ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
     save_checkpoint(model, ctx.spec(arch, width), args.model)
     scores = score(model, ctx)
     warnings = checks.announce(checks.collapse_warnings(ctx.task, f"student {arch}", scores))
     write_json(args.metrics, {"model": arch, "distilled": distilling(ctx), **info, **run_info(ctx), **scores,
-                              "warnings": warnings})
+                              "weights": weights, "warnings": warnings})
 
 
 if __name__ == "__main__":

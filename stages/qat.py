@@ -8,6 +8,7 @@ stage and the benchmark.
 """
 
 import argparse
+import dataclasses
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -58,6 +59,7 @@ def quantization_aware(ctx: Context, args: argparse.Namespace, out: Path) -> dic
     student, _ = load_checkpoint(args.student)
     teacher, _ = load_checkpoint(args.teacher, ctx.device)
     model = qat.prepare(student, ctx.example_input(), cfg.per_channel)
+    ctx = without_weight_average(ctx)
     with tempfile.TemporaryDirectory() as work:
         model, info = train(model, distillation_criterion(ctx, teacher), ctx, cfg.qat_epochs, cfg.qat_lr,
                             Path(work) / "live", "fp32")  # fake quantization simulates int8 from fp32
@@ -66,6 +68,14 @@ def quantization_aware(ctx: Context, args: argparse.Namespace, out: Path) -> dic
         qat.export_onnx(qat.float_copy(model), ctx.example_input(), float_onnx, ctx.params.export.opset)
         return {"finetune": info, "finetuned": score(model, ctx), **run_info(ctx),
                 **export_checked(ctx, model, float_onnx, out)}
+
+
+def without_weight_average(ctx: Context) -> Context:
+    """QAT trains without `train.ema_decay`: the average would blend the fake quantizers' scales but not their
+    integer zero points, and its copy of the model lacks the hook that stops the observers outside training,
+    so validation images would move the ranges it keeps."""
+    train_cfg = dataclasses.replace(ctx.params.train, ema_decay=0.0)
+    return dataclasses.replace(ctx, params=dataclasses.replace(ctx.params, train=train_cfg))
 
 
 def export_checked(ctx: Context, model: nn.Module, float_onnx: Path, out: Path) -> dict:

@@ -18,6 +18,7 @@ from lib.losses import hard_label_criterion
 from lib.ensemble import Ensemble, ensemble_arch
 from lib.models import save_checkpoint
 from lib.training import train
+from lib.weights import check_weights, initial_weights
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = setup(args.data)
+    check_weights("teacher_weights", ctx.params.teacher_weights, ctx.params.teachers)  # before any member trains
     arch = ensemble_arch(ctx.params.teachers)
     if isinstance(ctx.params.teacher, str):
         model, info = train_one(ctx, arch, args.live)
@@ -42,7 +44,10 @@ def main() -> None:
 
 def train_one(ctx: Context, arch: str, live_dir: str) -> tuple[nn.Module, dict]:
     cfg = ctx.params.train
-    return train(ctx.build(arch), hard_label_criterion(ctx), ctx, cfg.epochs, cfg.lr, live_dir, cfg.precision)
+    model = ctx.build(arch)
+    weights = initial_weights(model, arch, ctx.params.teacher_weights)
+    model, info = train(model, hard_label_criterion(ctx), ctx, cfg.epochs, cfg.lr, live_dir, cfg.precision)
+    return model, {**info, "weights": weights}
 
 
 def train_ensemble(ctx: Context, live_dir: str) -> tuple[Ensemble, dict]:
@@ -55,7 +60,7 @@ def train_ensemble(ctx: Context, live_dir: str) -> tuple[Ensemble, dict]:
         model, info = train_one(member_ctx, arch, f"{live_dir}/{arch}")
         members.append(model)
         figures[arch] = {"seed": member_ctx.params.seed, **info, **score(model, ctx)}
-    return Ensemble(members), {"members": figures}
+    return Ensemble(members), {"members": figures, "weights": {"source": ctx.params.teacher_weights}}
 
 
 def reseeded(ctx: Context, seed: int) -> Context:

@@ -1,5 +1,5 @@
-"""Shared fixtures and helpers: tiny synthetic data sets, a copy of params.yaml to mutate, and one tiny
-`dvc repro` of the real DAG that every end-to-end test reads."""
+"""Shared fixtures and helpers: tiny synthetic data sets, a copy of params.yaml to mutate, and the tiny
+projects (`dvc repro` of the real DAG) that the end-to-end tests read, each built once per test session."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -189,9 +190,10 @@ def tiny_arrays(dest: Path, per_split: dict[str, int]) -> None:
 
 
 def copy_pipeline(dest: Path) -> Path:
-    """The pipeline (dvc.yaml, params, lib, stages) in `dest`, as a user's checkout has it."""
+    """The pipeline (dvc.yaml, params, lib, stages; requirements.txt, which the bundle's pins come from) in
+    `dest`, as a user's checkout has it."""
     dest.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "params.yaml", ".dvcignore", "lib", "stages"):
+    for item in ("dvc.yaml", "params.yaml", ".dvcignore", "requirements.txt", "lib", "stages"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
     return dest
@@ -230,7 +232,7 @@ def tiny_project(repo: Path, per_split: dict[str, int], **sections: dict) -> Pat
 
 
 # A run as short as the DAG allows: one epoch per training stage, pruning in one shot (the iterative path runs
-# end to end in the ensemble switch project), few calibration images, few timings.
+# end to end in the multi-class project), few calibration images, few timings.
 TINY_RUN = dict(train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1},
                 prune={"finetune_epochs": 1, "iterative_steps": 1},
                 quantize={"calibration_samples": 16},
@@ -238,29 +240,95 @@ TINY_RUN = dict(train={"epochs": 1, "batch_size": 64}, distill={"epochs": 1},
                            "bootstrap_samples": 20})
 
 
-def repro(repo: Path) -> Path:
-    """`dvc repro` in `repo`, its output kept in .dvc/tmp/repro.log (.dvc/tmp is not tracked)."""
-    result = run(["dvc", "repro"], repo)
-    (repo / ".dvc/tmp/repro.log").write_text(result.stdout + result.stderr)
+REPRO_LOG = ".dvc/tmp/repro.log"  # .dvc/tmp is not tracked
+
+
+def repro(repo: Path, *stages: str) -> Path:
+    """`dvc repro [stages]` in `repo`, its output kept in REPRO_LOG."""
+    result = run(["dvc", "repro", *stages], repo)
+    (repo / REPRO_LOG).write_text(result.stdout + result.stderr)
     return repo
 
 
-def tiny_settings(**sections: dict) -> dict:
-    """`TINY_RUN` with `sections` merged in, section by section."""
-    return {name: {**TINY_RUN.get(name, {}), **sections.get(name, {})} for name in {*TINY_RUN, *sections}}
-
-
-def tiny_run(repo: Path, write_data: Callable[[Path], object], dataset: dict) -> Path:
-    """The pipeline run by `dvc repro` with TINY_RUN settings on the data `write_data` puts in data/tiny."""
+def tiny_run(repo: Path, write_data: Callable[[Path], object], dataset: dict, *stages: str, **sections) -> Path:
+    """The pipeline run by `dvc repro [stages]` with TINY_RUN settings, `sections` merged in, on the data
+    `write_data` puts in data/tiny."""
     copy_pipeline(repo)
     write_data(repo / "data/tiny")
     edit_params(repo, dataset={"root": "data/tiny", "name": None, **dataset}, **TINY_RUN)
+    edit_params(repo, **sections)
     init_repo(repo)
-    return repro(repo)
+    return repro(repo, *stages)
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """`src` as another checkout of it: work tree, git history, DVC cache and lock, but of .dvc/tmp (locks, the
+    state index, queue logs belong to one checkout) only `repro`'s log. `dvc status` in the copy says what it
+    says in `src`."""
+    shutil.copytree(src, dest, symlinks=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder) == src / ".dvc" else [])
+    if (src / REPRO_LOG).exists():
+        (dest / REPRO_LOG).parent.mkdir()
+        shutil.copy(src / REPRO_LOG, dest / REPRO_LOG)
+    return dest
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """`build(folder)` run once per test session, however many pytest-xdist workers ask: the first builds under
+    a file lock, the others wait for it. A failed build fails every test that asks, with the build's error."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done, failed = (shared / f"built-{name}{suffix}" for suffix in ("", ".done", ".failed"))
+    with FileLock(f"{folder}.lock"):
+        if not done.exists() and not failed.exists():
+            try:
+                build(folder)
+                done.touch()
+            except Exception as error:  # noqa: BLE001 (reported to each test that needs the project)
+                failed.write_text(f"{type(error).__name__}: {error}")
+    if failed.exists():
+        pytest.fail(f"building the tiny project {name!r} failed:\n{failed.read_text()[-6000:]}", pytrace=False)
+    return folder
+
+
+def own_copy(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """This worker's copy of the project `built_once`: tests may write into it (plots, .pyc files)."""
+    return copy_project(built_once(tmp_path_factory, name, build), tmp_path_factory.mktemp(name) / "repo")
+
+
+TASK_SPLITS = {"train": 64, "val": 24, "test": 24}
 
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
-    """The whole DAG run once by `dvc repro` on tiny data, shared by the end-to-end tests."""
-    return repro(tiny_project(tmp_path_factory.mktemp("project"), {"train": 240, "val": 80, "test": 80},
-                              **TINY_RUN))
+    """The whole DAG run by `dvc repro` on a few real images: the default chain every end-to-end test reads."""
+    return own_copy(tmp_path_factory, "project", lambda repo: repro(tiny_project(
+        repo, {"train": 240, "val": 80, "test": 80}, **TINY_RUN)))
+
+
+@pytest.fixture(scope="session")
+def multi_class(tmp_path_factory) -> Path:
+    """Four classes (`arrays`), with an ensemble teacher (resnet18 + mobilenetv2) pruned in two steps."""
+    return own_copy(tmp_path_factory, "multi_class", lambda repo: tiny_run(
+        repo, lambda d: make_arrays(d, TASK_SPLITS, 4), {"source": "arrays"},
+        teacher=["resnet18", "mobilenetv2"], prune={"iterative_steps": 2}))
+
+
+@pytest.fixture(scope="session")
+def multi_label(tmp_path_factory) -> Path:
+    """Five labels (`arrays`, multi-label), the whole chain."""
+    return own_copy(tmp_path_factory, "multi_label", lambda repo: tiny_run(
+        repo, lambda d: make_arrays(d, TASK_SPLITS, 5, multi_label=True), {"source": "arrays"}))
+
+
+FOLDER_STAGES = ("prune", "explain")
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory) -> Path:
+    """An ImageFolder set at 64 px with pruning (ratio 0) and distillation (alpha 0) off, run up to the pruned
+    student and Grad-CAM (`FOLDER_STAGES`): from there on it is the chain `project` runs, on other numbers."""
+    return own_copy(tmp_path_factory, "folder", lambda repo: tiny_run(
+        repo, lambda d: make_imagefolder(d, {"train": 24, "val": 8, "test": 8}, size=64),
+        {"source": "imagefolder", "image_size": 64}, *FOLDER_STAGES, prune={"ratio": 0.0},
+        distill={"alpha": 0.0}))

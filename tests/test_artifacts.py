@@ -105,7 +105,7 @@ def test_a_teacher_member_runs_its_own_network_and_is_not_the_whole_teacher(tmp_
 
 
 def result(accuracy: float, size_bytes: int, p50: float, smaller: float, faster: float) -> dict:
-    return {"test": {"accuracy": accuracy, "auc": 0.9, "f1_macro": 0.8, "ece": 0.1},
+    return {"test": {"accuracy": accuracy, "auc": 0.9, "f1_macro": 0.8, "ece": 0.1}, "decision": {"headline": "argmax"},
             "size_bytes": size_bytes, "macs": 1_234_567, "params": 1000, "latency_ms": {"p50": p50, "p90": 2 * p50},
             "vs_teacher": {"smaller_x": smaller, "faster_x": faster, "accuracy_retention_pct": 99.0}}
 
@@ -116,8 +116,8 @@ def test_headline_rounds_the_short_figures_of_each_artifact_in_order():
     headline = artifacts.headline(results)
     assert list(headline) == ["teacher_torch", "int8_tflite"]
     assert list(headline["int8_tflite"]) == list(artifacts.HEADLINE_KEYS)
-    assert headline["int8_tflite"] == {"acc": 0.85, "auc": 0.9, "f1": 0.8, "kb": 1.5, "mmacs": 1.23,
-                                       "ms": 0.1235, "x_smaller": 1.37, "x_faster": 10.0}
+    assert headline["int8_tflite"] == {"acc": 0.85, "auc": 0.9, "f1": 0.8, "decision": "argmax", "kb": 1.5,
+                                       "mmacs": 1.23, "ms": 0.1235, "x_smaller": 1.37, "x_faster": 10.0}
 
 
 def test_headline_metric_names_a_dvc_exp_show_column():

@@ -1,5 +1,8 @@
-"""End to end per task type: `dvc repro` of the real DAG on tiny synthetic sets, a multi-class and a
-multi-label `arrays` set and an ImageFolder set at 64 px, each in its own throwaway git repository."""
+"""End to end per task type and switch: `dvc repro` of the real DAG on tiny synthetic sets (conftest's
+`multi_class`, `multi_label` and `folder` projects), each in its own throwaway git repository.
+
+The switches ride on the task projects: the multi-class one has an ensemble teacher and prunes in two steps,
+the ImageFolder one has pruning (ratio 0) and distillation (alpha 0) off."""
 
 from __future__ import annotations
 
@@ -9,29 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import label_image, make_arrays, make_imagefolder, run, save_png, tiny_run
-
-SPLITS = {"train": 64, "val": 24, "test": 24}
-
-
-@pytest.fixture(scope="module")
-def multi_class(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("multi_class"), lambda d: make_arrays(d, SPLITS, 4),
-                    {"source": "arrays"})
-
-
-@pytest.fixture(scope="module")
-def multi_label(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("multi_label"), lambda d: make_arrays(d, SPLITS, 5, multi_label=True),
-                    {"source": "arrays"})
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("folder"),
-                    lambda d: make_imagefolder(d, {"train": 24, "val": 8, "test": 8}, size=64),
-                    {"source": "imagefolder", "image_size": 64})
+from conftest import FOLDER_STAGES, label_image, run, save_png
+from test_pipeline_e2e import ARTIFACTS
 
 
 def read(repo: Path, path: str) -> dict:
@@ -64,6 +48,23 @@ def test_multi_class_arrays_run(multi_class):
     assert "accuracy" in bench["baseline_majority_class"]["test"]
 
 
+def test_ensemble_teacher_and_iterative_pruning_run_the_whole_chain(multi_class):
+    teacher = read(multi_class, "metrics/teacher.json")
+    assert teacher["model"] == "resnet18+mobilenetv2"
+    assert {arch: m["seed"] for arch, m in teacher["members"].items()} == {"resnet18": 42, "mobilenetv2": 43}
+    assert all("auc" in m["test"] for m in teacher["members"].values())
+    prune = read(multi_class, "metrics/prune.json")
+    assert [s["ratio"] for s in prune["steps"]] == pytest.approx([0.25, 0.5])
+    assert "finetune" in prune["steps"][0] and "finetune" not in prune["steps"][1]
+    assert prune["steps"][1]["params"] == prune["params"]["after"] < prune["steps"][0]["params"]
+    assert read(multi_class, "metrics/export.json")["teacher"]["parity_vs_torch"]["top1_agreement"] == 1.0
+    bench = read(multi_class, "metrics/benchmark.json")
+    for name in ARTIFACTS + ["teacher_resnet18_torch", "teacher_mobilenetv2_torch"]:
+        assert bench[name]["test"]["accuracy"] > 0 and bench[name]["params"] > 0, name
+    assert bench["teacher_torch"]["params"] == (bench["teacher_resnet18_torch"]["params"]
+                                               + bench["teacher_mobilenetv2_torch"]["params"])
+
+
 def test_multi_label_arrays_run(multi_label):
     meta = read(multi_label, "data/processed/meta.json")
     assert meta["task"] == "multi-label" and len(meta["classes"]) == 5
@@ -92,8 +93,16 @@ def test_multi_label_predict_cli_lists_each_label(multi_label):
     assert len(row["top"]) == 5 and set(row["positive"]) <= {f"label{i}" for i in range(5)}
 
 
-def test_imagefolder_run_at_64_px(folder):
+def test_imagefolder_run_at_64_px_with_pruning_and_distillation_off(folder):
     meta = read(folder, "data/processed/meta.json")
     assert meta["image_size"] == 64 and meta["classes"] == ["ant", "cat"] and "task" not in meta
     assert meta["counts"]["train"] == {"ant": 24, "cat": 24}
-    assert_finished_with_int8_and_parity(folder, "top1_agreement")
+    assert json.loads(run(["dvc", "status", "--json", *FOLDER_STAGES], folder).stdout) == {}
+    assert read(folder, "metrics/student.json")["distilled"] is False
+    prune = read(folder, "metrics/prune.json")
+    assert prune["params"]["removed_fraction"] == 0 and prune["macs"]["after"] == prune["macs"]["before"]
+    assert "skipped" in prune["finetune"] and prune["finetuned"] == prune["pruned"]
+    student = torch.load(folder / "models/student.pt", weights_only=True)["state_dict"]
+    pruned = torch.load(folder / "models/student_pruned.pt", weights_only=True)["state_dict"]
+    assert student.keys() == pruned.keys() and all(torch.equal(student[k], pruned[k]) for k in student)
+    assert (folder / "plots/explain/gradcam.png").stat().st_size > 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, class_image, save_png
+from conftest import ROOT, built_once, class_image, save_png
 from lib.errors import UserError
 from lib.export import export_onnx, to_tflite
 from lib.images import read_image
@@ -22,16 +23,20 @@ SPEC = ModelSpec("mobilenetv2", num_classes=3, in_channels=1, image_size=28)
 META = {"classes": ["ant", "bee", "cat"], "image_size": 28, "channels": 1, "mean": [0.5], "std": [0.25]}
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    """One tiny network saved as a checkpoint, exported to ONNX and converted to TFLite (once: slow)."""
-    out = tmp_path_factory.mktemp("models")
+def _write_models(out: Path) -> None:
+    """One tiny network saved as a checkpoint, exported to ONNX and converted to TFLite."""
+    out.mkdir(parents=True)
     torch.manual_seed(0)
     model = build(SPEC.arch, SPEC.num_classes, SPEC.in_channels, SPEC.image_size).eval()
     save_checkpoint(model, SPEC, out / "m.pt")
     export_onnx(model, torch.zeros(1, 1, 28, 28), out / "m.onnx", opset=18)
     to_tflite(out / "m.onnx", out / "m.tflite")
-    return out
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """`_write_models`, once for every worker (slow); the tests only read it."""
+    return built_once(tmp_path_factory, "predict-models", _write_models)
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ def qat_project(project, tmp_path_factory):
     return repo, result.stdout + result.stderr
 
 
-def test_switching_method_reruns_only_qat_and_benchmark(qat_project):
+def test_switching_method_reruns_only_qat_and_what_reads_it(qat_project):
     repo, log = qat_project
-    assert re.findall(r"Running stage '(\w+)'", log) == ["qat", "benchmark"]
+    assert re.findall(r"Running stage '(\w+)'", log) == ["qat", "benchmark", "bundle"]
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import class_image
-from lib import models
+from lib import models, timm_models
 from lib.context import check_parity
 from lib.export import export_onnx, quantize_int8, to_tflite
 from lib.models import ModelSpec, build, load_checkpoint, save_checkpoint
@@ -27,11 +27,15 @@ TASK = for_meta(META)
 # The parity gate of the to_tflite stage (stages/to_tflite.py): top-1 agreement and largest probability
 # difference of TFLite against ONNX. Keep equal to the stage's values.
 MIN_AGREEMENT, MAX_PROB_DIFF = 0.999, 1e-3
-# The chain converts each student twice with onnx2tf (about a minute each on 2 cores). The small students
-# run in every `make test`; the large ones are marked slow and run with `make test-all`.
-QUICK = {"mobilenetv2", "mobilenetv3_small", "mnasnet", "squeezenet1_1"}
-STUDENTS = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
-            for name in models.available() if not models.architecture(name).teacher_only]
+# The chain converts each student twice with onnx2tf (about a minute each on 2 cores). Three small students of
+# different shapes (squeeze-excitation and hard-swish, fire modules, a timm net) run in every `make test`, and
+# the default student, mobilenetv2, runs the same chain in every end-to-end project; the others, the timm
+# students but one and the narrowest widths are marked slow and run with `make test-all`.
+QUICK = {"mobilenetv3_small", "squeezenet1_1", "timm/mobilenetv4_conv_small"}
+NAMES = [name for name in models.available() if not models.architecture(name).teacher_only] + \
+    [timm_models.PREFIX + name for name in sorted(timm_models.STUDENTS)]
+STUDENTS = [pytest.param(name, 1.0, marks=() if name in QUICK else pytest.mark.slow) for name in NAMES] + \
+    [pytest.param(name, 0.25, marks=pytest.mark.slow) for name in NAMES if 0.25 in models.architecture(name).widths]
 
 
 def _train_images() -> tuple[np.ndarray, np.ndarray]:
@@ -72,18 +76,18 @@ def _fine_tune(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> nn.M
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", STUDENTS)
-def test_student_survives_pruning_export_and_int8(tmp_path, arch):
+@pytest.mark.parametrize("arch, width", STUDENTS)
+def test_student_survives_pruning_export_and_int8(tmp_path, arch, width):
     torch.manual_seed(0)
     images, labels = _train_images()
     graded = _graded_images()
     example = torch.zeros(1, 1, SIZE, SIZE)
-    model = build(arch, 2, 1, SIZE)
+    model = build(arch, 2, 1, SIZE, width)
     _, params_before = count_macs_params(model, example)
     model = _fine_tune(prune_channels(model, example, 0.5, "l1", 1, 8), images, labels)
     assert count_macs_params(model, example)[1] < 0.75 * params_before
 
-    save_checkpoint(model, ModelSpec(arch, 2, 1, SIZE), tmp_path / "pruned.pt")
+    save_checkpoint(model, ModelSpec(arch, 2, 1, SIZE, width), tmp_path / "pruned.pt")
     reloaded, _ = load_checkpoint(tmp_path / "pruned.pt")
     reference = predict(model, graded, META)
     np.testing.assert_allclose(predict(reloaded, graded, META), reference, atol=1e-6)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-HEADLINE_KEYS = {"acc", "auc", "f1", "kb", "mmacs", "ms", "x_smaller", "x_faster"}
+HEADLINE_KEYS = {"acc", "auc", "f1", "decision", "kb", "mmacs", "ms", "x_smaller", "x_faster"}
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "exp_show.json"
 
@@ -103,7 +103,7 @@ def test_readme_blocks_are_filled_under_the_readme_headings(tmp_path, project):
     write_blocks(blocks(bench, compare(fixture_experiments(), repo=tmp_path), fixture_experiments()),
                  dict.fromkeys(BLOCK_FILES, readme))
     text = readme.read_text()
-    assert "old" not in text and "| `int8_tflite` |" in block(text, "results")
+    assert "\nold\n" not in text and "| `int8_tflite` |" in block(text, "results")
     seeds = block(text, "seeds")
     assert seeds.startswith("### Experiments compared across seeds\n") and "\n#### Paired by seed" in seeds
     assert "| `recipe.x=2` | INT8 acc | 42, 43, 44 |" in seeds
@@ -142,7 +142,8 @@ def test_report_writes_each_block_into_its_file(tmp_path):
     from lib.report import BLOCK_FILES, SEEDS_REPORT, STUDENTS_EXPS
 
     assert {block: str(path) for block, path in BLOCK_FILES.items()} == {
-        "results": "README.md", "seeds": "docs/recipes.md", "students": "docs/students.md"}
+        "results": "README.md", "seeds": "docs/recipes.md", "students": "docs/students.md",
+        "search": "docs/search.md"}
     for path in ("metrics/benchmark.json", SEEDS_REPORT, STUDENTS_EXPS, "params.yaml"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text((ROOT / path).read_text())
@@ -159,6 +160,7 @@ def test_report_writes_each_block_into_its_file(tmp_path):
     assert "| `int8_tflite` |" in block((tmp_path / "README.md").read_text(), "results")
     assert "\n#### Paired by seed" in block((tmp_path / "docs/recipes.md").read_text(), "seeds")
     assert "`student=mnasnet`" in block((tmp_path / "docs/students.md").read_text(), "students")
+    assert "`make search`" in block((tmp_path / "docs/search.md").read_text(), "search")  # none committed here
 
 
 def test_committed_docs_hold_the_blocks_the_report_writes_there():

@@ -19,7 +19,9 @@ from lib.loader import make_loader
 from lib.losses import DistillationLoss, HardLabelLoss, kd_loss
 from lib.models import build
 from lib.task import SingleLabel
-from lib.training import Schedule, fit, train_one_epoch
+
+from conftest import synthetic_split
+from lib.training import Schedule, fit, recalibrate_batch_norm, train_one_epoch
 
 CPU = Compute(torch.device("cpu"))
 THREE = SingleLabel(["a", "b", "c"])  # the logits fixture's classes
@@ -320,3 +322,36 @@ def test_run_info_records_peak_memory():
     info = run_info(ctx)
     assert info["seed"] == 7 and info["device"] == "cpu"
     assert 10 < info["peak_rss_mb"] < 1_000_000
+
+
+def test_recalibrated_batch_norm_holds_the_exact_statistics_of_the_loader():
+    seed_everything(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    images, labels = _toy_split(np.random.default_rng(2), 40)
+    loader = make_loader(images, labels, TOY_META, batch_size=8)
+    recalibrate_batch_norm(model, loader, torch.device("cpu"))
+    with torch.no_grad():
+        features = torch.cat([model[0](x) for x, _ in loader])
+    assert torch.allclose(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert model[1].momentum == 0.1 and model.training  # left as it was found
+
+
+def _first_epoch_accuracy(bn_loader: bool) -> float:
+    """Val accuracy after one epoch on a small learnable four-class set, at a learning rate that moves the
+    weights fast: where running batch-norm averages lag behind the weights."""
+    seed_everything(0)
+    rng = np.random.default_rng(0)
+    train, val = ((images[..., None], labels) for images, labels in
+                  (synthetic_split(n, 4, multi_label=False, size=16, rgb=False, rng=rng) for n in (256, 96)))
+    meta = {"classes": list("abcd"), "mean": [0.45], "std": [0.3], "channels": 1, "image_size": 16}
+    loader = make_loader(*train, meta, batch_size=32, shuffle=True, augment=True, seed=0)
+    model, info = fit(build("mobilenetv2", 4, 1, 16), HardLabelLoss(SingleLabel(meta["classes"])), loader, val,
+                      meta, Schedule(epochs=1, lr=0.004, weight_decay=0.0, monitor="accuracy"), CPU,
+                      bn_loader=make_loader(*train, meta, batch_size=128) if bn_loader else None)
+    return info["best_val_accuracy"]
+
+
+def test_a_small_set_leaves_chance_in_its_first_epoch():
+    recalibrated, running = _first_epoch_accuracy(bn_loader=True), _first_epoch_accuracy(bn_loader=False)
+    assert recalibrated >= 0.5  # chance: 0.25
+    assert recalibrated >= running + 0.2  # the running averages alone left this model at chance

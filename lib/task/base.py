@@ -78,6 +78,10 @@ class Task(ABC):
     def check_ensemble_teacher(self) -> None:
         """An ensemble teacher averages its members' probabilities; a task where that is wrong refuses it."""
 
+    def check_batch_mixing(self) -> None:
+        """MixUp and CutMix (`train.mixup_alpha`, `train.cutmix_alpha`) turn class indices into soft targets;
+        a task whose labels are not one class per image refuses them."""
+
     # ------------------------------------------------------------ scoring
     @abstractmethod
     def metrics(self, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None = None) -> dict:
@@ -88,12 +92,32 @@ class Task(ABC):
         return None
 
     @abstractmethod
-    def accuracy(self, labels: np.ndarray, probs: np.ndarray) -> float:
-        """The headline accuracy."""
+    def accuracy(self, labels: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> float:
+        """The headline accuracy; `threshold` replaces the task's fixed rule where the task takes one."""
 
     @abstractmethod
     def auc(self, labels: np.ndarray, probs: np.ndarray) -> float | None:
         """The headline ROC AUC; None where it is undefined."""
+
+    # ------------------------------------------------------------ decision rules (`benchmark.decision`)
+    fixed_rule: ClassVar[str]  # the rule of `metrics`' figures: "argmax", or "threshold_0.5" per label
+
+    def check_decision(self, rule: str, val_labels: np.ndarray) -> None:
+        """Refuse a `benchmark.decision` this task cannot apply; only `argmax` (its fixed rule) here."""
+        if rule != "argmax":
+            raise UserError(f"benchmark.decision: {rule} picks one threshold on the positive class's probability, "
+                            f"so it needs a binary single-label task (2 classes); this data set is {self.name} "
+                            f"with {len(self.classes)} outputs ({', '.join(self.classes)}); set "
+                            "benchmark.decision: argmax")
+
+    def fit_decision(self, labels: np.ndarray, probs: np.ndarray) -> dict:
+        """The decision rule chosen on these (validation) predictions, as `{"rule": name, ...}`; the fixed
+        rule where the task chooses none."""
+        return {"rule": self.fixed_rule}
+
+    def decision_figures(self, labels: np.ndarray, probs: np.ndarray, decision: dict) -> dict | None:
+        """This split's figures under `decision` (of `fit_decision`) where `metrics` does not already hold them."""
+        return None
 
     agreement_kind: ClassVar[str]  # what `agreement` counts, for messages: "top-1" or "label"
 

@@ -43,6 +43,7 @@ class MultiLabel(Task):
     carve_rule = "at random"  # label combinations are too many to stratify by
     agreement_kind, agreement_key = "label", "label_agreement"
     table_extra = ("positive",)
+    fixed_rule = "threshold_0.5"
 
     @staticmethod
     def parse_labels(y: np.ndarray, path: Path) -> np.ndarray:
@@ -105,6 +106,10 @@ class MultiLabel(Task):
         raise UserError("teacher: an ensemble averages the members' softmax probabilities, and this data set is "
                         "multi-label (a sigmoid per label); list one teacher")
 
+    def check_batch_mixing(self) -> None:
+        raise UserError("train.mixup_alpha and train.cutmix_alpha mix one class per image into soft targets, and "
+                        "this data set is multi-label (a set of labels per image); set both to 0")
+
     def metrics(self, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None = None) -> dict:
         """Figures at threshold 0.5; ECE over every (image, label) pair."""
         preds = (probs >= THRESHOLD).astype(labels.dtype)
@@ -141,8 +146,13 @@ class MultiLabel(Task):
     def fit_thresholds(self, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         return f1_thresholds(labels, probs, THRESHOLD)
 
-    def accuracy(self, labels: np.ndarray, probs: np.ndarray) -> float:
-        return float(((probs >= THRESHOLD) == labels).mean())
+    def fit_decision(self, labels: np.ndarray, probs: np.ndarray) -> dict:
+        """The per-label thresholds of `fit_thresholds`; their test figures are `metrics`' `tuned`."""
+        thresholds = self.fit_thresholds(labels, probs)
+        return {"rule": "val_f1_per_label", "thresholds": {c: float(t) for c, t in zip(self.classes, thresholds)}}
+
+    def accuracy(self, labels: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> float:
+        return float(((probs >= (THRESHOLD if threshold is None else threshold)) == labels).mean())
 
     def auc(self, labels: np.ndarray, probs: np.ndarray) -> float | None:
         return mean_defined(label_aucs(labels, probs))

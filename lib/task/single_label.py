@@ -1,6 +1,8 @@
 """Single-label classification: one class per image (binary, multi-class, or ordinal grades as classes).
 
-Softmax over the classes, cross-entropy (and KL divergence for distillation), argmax decisions.
+Softmax over the classes, cross-entropy (and KL divergence for distillation), argmax decisions. With two
+classes the benchmark also scores a threshold on the positive (second) class's probability chosen on val: the
+one that maximises balanced accuracy there (`lib.metrics.youden_threshold`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from torch import nn
 
 from lib.errors import UserError
-from lib.metrics import expected_calibration_error, per_class_rates
+from lib.metrics import expected_calibration_error, per_class_rates, youden_threshold
 from lib.task.base import Task, Top, check_not_empty
 
 
@@ -23,6 +25,7 @@ class SingleLabel(Task):
     name = "multi-class"
     carve_rule = "stratified"
     agreement_kind, agreement_key = "top-1", "top1_agreement"
+    fixed_rule = "argmax"
 
     @staticmethod
     def parse_labels(y: np.ndarray, path: Path) -> np.ndarray:
@@ -86,20 +89,46 @@ class SingleLabel(Task):
         return torch.tensor(weights, dtype=torch.float32)
 
     def metrics(self, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None = None) -> dict:
-        preds = probs.argmax(axis=1)
+        return {**self._decided(labels, probs.argmax(axis=1)), "auc": self.auc(labels, probs),
+                "ece": expected_calibration_error(labels, probs)}
+
+    def _decided(self, labels: np.ndarray, preds: np.ndarray) -> dict:
+        """The figures that depend on the decisions `preds` (AUC and ECE depend on the probabilities only)."""
         return {
             "accuracy": float(accuracy_score(labels, preds)),
             "balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
-            "auc": self.auc(labels, probs),
             "f1_macro": float(f1_score(labels, preds, average="macro",
                                        labels=list(range(len(self.classes))), zero_division=0)),
-            "ece": expected_calibration_error(labels, probs),
             "per_class": per_class_rates(labels, preds, self.classes),
             "predicted_counts": {name: int((preds == i).sum()) for i, name in enumerate(self.classes)},
         }
 
-    def accuracy(self, labels: np.ndarray, probs: np.ndarray) -> float:
-        return float(accuracy_score(labels, probs.argmax(axis=1)))
+    def accuracy(self, labels: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> float:
+        return float(accuracy_score(labels, _decide(probs, threshold)))
+
+    def check_decision(self, rule: str, val_labels: np.ndarray) -> None:
+        """`val_threshold` needs two classes, both present in val (where its threshold is chosen)."""
+        if rule != "val_threshold" or len(self.classes) != 2:
+            return super().check_decision(rule, val_labels)
+        missing = [c for i, c in enumerate(self.classes) if not (val_labels == i).any()]
+        if missing:
+            raise UserError(f"benchmark.decision: val_threshold is chosen on the val split, which holds no image "
+                            f"of class {missing[0]!r}; set benchmark.decision: argmax or give val both classes")
+
+    def fit_decision(self, labels: np.ndarray, probs: np.ndarray) -> dict:
+        """Two classes: the threshold on the positive class's probability with the best balanced accuracy on
+        these (validation) predictions, and the figures it gives there; argmax otherwise (or when a class is
+        missing here, where balanced accuracy is undefined)."""
+        threshold = youden_threshold(labels, probs[:, 1]) if len(self.classes) == 2 else None
+        if threshold is None:
+            return {"rule": self.fixed_rule}
+        decision = {"rule": "val_threshold", "positive_class": self.classes[1], "threshold": threshold}
+        return {**decision, "val": self.decision_figures(labels, probs, decision)}
+
+    def decision_figures(self, labels: np.ndarray, probs: np.ndarray, decision: dict) -> dict | None:
+        if decision["rule"] != "val_threshold":
+            return None
+        return self._decided(labels, _decide(probs, decision["threshold"]))
 
     def auc(self, labels: np.ndarray, probs: np.ndarray) -> float | None:
         """Positive-class probability for two classes, one-vs-rest macro for more; None when a class is
@@ -152,3 +181,10 @@ class SingleLabel(Task):
 
     def answer(self, top: Top, threshold: float) -> dict:
         return {"predicted": top[0][0], "probability": top[0][1]}
+
+
+def _decide(probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Argmax; with a `threshold`, the positive (second) class where its probability reaches it."""
+    if threshold is None:
+        return probs.argmax(axis=1)
+    return (probs[:, 1] >= threshold).astype(np.int64)

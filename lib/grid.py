@@ -1,0 +1,123 @@
+"""The grid of a search (`search.yaml`): its params and seeds, read and checked, and its cells in running order.
+
+A cell is one run: a value for `seed` and for every key of the grid. Cells run one after another in the
+workspace, so a stage reruns only when a param it reads differs from the cell before. The running order makes
+that rare for early stages: the key read by the earliest stage of dvc.yaml varies slowest (`seed`, then
+`dataset.*`, which the teacher reads, then the student's keys, then pruning's), so every cell of a teacher
+runs back to back and the teacher trains once for all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib.errors import UserError
+from lib.exps import flatten
+
+GRID_FILE = Path("search.yaml")
+SEED = "seed"
+TEACHER_STAGE = "train_teacher"
+
+
+@dataclass(frozen=True)
+class Grid:
+    values: dict[str, list]  # dotted params.yaml key → the values to try, in the file's order
+    seeds: list[int]
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise UserError(f"seeds: got {seeds!r}; expected a list of seeds (non-negative integers), e.g. [42, 43]")
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"seeds: {seeds!r} lists a seed twice; list each once")
+    return seeds
+
+
+def _check_values(key: str, values: Any, params: dict[str, Any]) -> list:
+    if key == SEED:
+        raise UserError("grid: `seed` is not a grid key; list the seeds under `seeds:` at the top level")
+    if key not in params:
+        raise UserError(f"grid: {key!r} is not a key of params.yaml; write a dotted key as `dvc exp run -S` "
+                        f"takes it, one of: {', '.join(k for k in params if k != SEED)}")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"grid.{key}: got {values!r}; expected a non-empty list of values, e.g. [0.25, 0.5]")
+    if len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
+        raise UserError(f"grid.{key}: {values!r} lists a value twice; list each once")
+    return values
+
+
+def parse_grid(data: Any, params: dict[str, Any]) -> Grid:
+    """A grid from the mapping of a grid file; `params` is params.yaml's content, whose keys the grid may vary."""
+    if not isinstance(data, dict) or set(data) != {"grid", "seeds"}:
+        raise UserError(f"the grid file holds {sorted(data) if isinstance(data, dict) else data!r}; expected "
+                        "two keys: `seeds:` (a list) and `grid:` (dotted params.yaml key → list of values)")
+    if not isinstance(data["grid"], dict) or not data["grid"]:
+        raise UserError(f"grid: got {data['grid']!r}; expected a mapping of dotted params.yaml key → list of values")
+    flat = flatten(params)
+    values = {str(key): _check_values(str(key), vals, flat) for key, vals in data["grid"].items()}
+    return Grid(values=values, seeds=_check_seeds(data["seeds"]))
+
+
+def load_grid(path: str | Path = GRID_FILE, params_file: str | Path = "params.yaml") -> Grid:
+    """Read and check a grid file against the keys of `params_file`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"grid file {path} not found; write one (see docs/search.md) or pass --grid FILE")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+    return parse_grid(data, yaml.safe_load(Path(params_file).read_text()) or {})
+
+
+def stage_params(dvc_yaml: dict) -> list[tuple[str, list[str]]]:
+    """(stage, the params.yaml params it lists) of every stage, in dvc.yaml's order (its stages run in order)."""
+    return [(name, [p for p in stage.get("params") or [] if isinstance(p, str)])
+            for name, stage in (dvc_yaml.get("stages") or {}).items()]
+
+
+def first_stage(key: str, stages: list[tuple[str, list[str]]]) -> int:
+    """Index of the first stage that reads `key` (a param listed as itself or as a section above it);
+    len(stages) for a key no stage reads."""
+    for index, (_, params) in enumerate(stages):
+        if any(key == p or key.startswith(f"{p}.") for p in params):
+            return index
+    return len(stages)
+
+
+def running_order(keys: list[str], stages: list[tuple[str, list[str]]]) -> list[str]:
+    """`seed` and the grid's keys, the one read by the earliest stage first (ties: seed, then the file's order)."""
+    return sorted([SEED, *(k for k in keys if k != SEED)], key=lambda k: first_stage(k, stages))
+
+
+def ordered_cells(grid: Grid, stages: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """Every cell of the grid, each a mapping key → value with `seed` first, in running order."""
+    keys = running_order(list(grid.values), stages)
+    choices = [grid.seeds if k == SEED else grid.values[k] for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+
+
+def teacher_keys(cell: dict[str, Any], stages: list[tuple[str, list[str]]]) -> list[str]:
+    """The keys of a cell that the teacher (or a stage before it) reads: cells that agree on them share it."""
+    teacher = next((i for i, (name, _) in enumerate(stages) if name == TEACHER_STAGE), -1)
+    return [k for k in cell if first_stage(k, stages) <= teacher]
+
+
+def with_cell(params: dict, cell: dict[str, Any]) -> dict:
+    """A copy of params.yaml's content with the cell's dotted keys set."""
+    params = copy.deepcopy(params)
+    for key, value in cell.items():
+        *sections, leaf = key.split(".")
+        node = params
+        for section in sections:
+            node = node[section]
+        node[leaf] = value
+    return params

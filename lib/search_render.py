@@ -1,0 +1,106 @@
+"""Rendering of a search (`lib.pareto`'s report): the front as a Markdown table, every cell as CSV, the plot.
+
+Nothing here computes a figure; every number comes from the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from lib.exps import assignment
+from lib.io import atomic_path
+from lib.pareto import ACC, AUC, COSTS, KB, MMACS, MS
+from lib.render import fitted, mean_std, wrapped
+
+COLUMNS = {ACC: "INT8 acc", AUC: "INT8 AUC", KB: "INT8 KiB", MS: "INT8 ms", MMACS: "MMACs"}
+AXES = {KB: "INT8 TFLite size on disk (KiB, log scale)", MS: "INT8 TFLite batch-1 latency, 1 thread (ms, log scale)"}
+
+
+def value_text(value: Any) -> str:
+    """A param's value as params.yaml and `-S` write it (`true`, not Python's `True`)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _varying(report: dict) -> list[str]:
+    return [key for key, values in report["grid"]["values"].items() if len(values) > 1]
+
+
+def _intro(report: dict) -> list[str]:
+    grid, recipes = report["grid"], report["recipes"]
+    fixed = [assignment(key, values[0]) for key, values in grid["values"].items() if len(values) == 1]
+    on_front = sum(bool(r["front"]) for r in recipes)
+    text = (f"{on_front} of {len(recipes)} recipes are on the Pareto front of INT8 TFLite accuracy against size or "
+            "against latency (means over seeds): no other recipe has at least their accuracy at no more size (or "
+            f"latency) and is better in one of the two. {len(report['cells'])} runs, seeds "
+            f"{', '.join(map(str, grid['seeds']))}; the rest of every recipe is today's params.yaml"
+            + (f", with {', '.join(f'`{a}`' for a in fixed)}." if fixed else "."))
+    return wrapped(text)
+
+
+def front_markdown(report: dict) -> str:
+    """The recipes on either front, smallest first: their grid values, seeds, mean ± std of each figure."""
+    keys = _varying(report)
+    rows = [[*(f"`{value_text(r['params'][k])}`" for k in keys), str(len(r["seeds"])),
+             *(mean_std(r["summary"][m]) for m in COLUMNS), ", ".join(r["front"])]
+            for r in report["recipes"] if r["front"]]
+    lines = [*_intro(report), *fitted([*keys, "seeds", *COLUMNS.values(), "front"], rows, keys=max(len(keys), 1))]
+    if report["missing"]:
+        shown = "; ".join(f"`{cell}`" for cell in report["missing"][:5])
+        lines += wrapped(f"{len(report['missing'])} cell(s) of the grid have no finished run, e.g. {shown}.")
+    for note in report["notes"]:
+        lines += wrapped(f"Note: {note}.")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def cells_csv(report: dict) -> str:
+    """One row per run: experiment, seed, its grid values and the deployed model's figures."""
+    keys = list(report["grid"]["values"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["experiment", "seed", "recipe", *keys, *report["metrics"]])
+    for cell in report["cells"]:
+        writer.writerow([cell["experiment"], cell["seed"], cell["recipe"],
+                         *(value_text(cell["params"][k]) for k in keys),
+                         *("" if cell["metrics"][m] is None else cell["metrics"][m] for m in report["metrics"])])
+    return out.getvalue()
+
+
+def _panel(ax, report: dict, cost: str, front: str) -> None:
+    """Every recipe's mean ± std; the front's recipes in colour, joined by the step of the front."""
+    for recipe in report["recipes"]:
+        x, y = recipe["summary"][cost], recipe["summary"][ACC]
+        if x["mean"] is None or y["mean"] is None:
+            continue
+        on = front in recipe["front"]
+        ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=2,
+                    color="tab:red" if on else "0.6", zorder=3 if on else 2)
+        if on:
+            ax.annotate(recipe["recipe"], (x["mean"], y["mean"]), fontsize=6, xytext=(4, -8),
+                        textcoords="offset points")
+    members = [next(r for r in report["recipes"] if r["recipe"] == name) for name in report["fronts"][front]]
+    ax.step([r["summary"][cost]["mean"] for r in members], [r["summary"][ACC]["mean"] for r in members],
+            where="post", color="tab:red", linewidth=1, label=f"Pareto front ({len(members)} recipes)")
+    ax.set_xscale("log")
+    ax.set_xlabel(AXES[cost])
+    ax.legend(fontsize="small", loc="lower right")
+
+
+def plot(report: dict, out: str | Path) -> None:
+    """Accuracy against size and against latency, side by side, the front of each marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(COSTS), figsize=(12, 5), sharey=True)
+    for ax, (front, cost) in zip(axes, COSTS.items()):
+        _panel(ax, report, cost, front)
+    axes[0].set_ylabel("INT8 TFLite test accuracy (mean ± std over seeds)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
