@@ -22,10 +22,10 @@ repro: setup          ## set up, then run the default pipeline and print the res
 	python -m lib.report
 
 test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones) on two workers
-	python -m pytest -m "not slow" -n 2 --durations=15 tests
+	python -m pytest -m "not slow" -n 2 --dist worksteal --durations=15 tests
 
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
-	python -m pytest -n 2 --durations=15 tests
+	python -m pytest -n 2 --dist worksteal --durations=15 tests
 
 report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md, docs/search.md
 	python -m lib.report --write

@@ -26,16 +26,13 @@ from lib.card_render import to_html, to_markdown
 from lib.errors import UserError
 from lib.images import WIDE_MODES
 from lib.io import atomic_path, read_json
-from lib.task import THRESHOLD, for_meta
-from lib.task.multi_label import MultiLabel
-from lib.task.single_label import SingleLabel
+from lib.task import for_meta
 
 MODELS = {"model_int8.tflite": DEPLOYED, "model_int8.onnx": "int8_onnx"}  # bundle file → artifact
 LAYOUTS = {".tflite": "NHWC", ".onnx": "NCHW"}  # what lib.runtimes feeds each format
 RUNNER_PACKAGES = ("ai-edge-litert", "numpy", "pillow")
 ONNX_PACKAGE = "onnxruntime"
 RESAMPLE = "BILINEAR"  # the Pillow filter of lib.images.read_image (tests/test_bundle.py checks they agree)
-ACTIVATIONS = {SingleLabel.name: "softmax", MultiLabel.name: "sigmoid"}  # lib.task's activation, by task
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 
 
@@ -93,25 +90,9 @@ def tensors(path: Path) -> dict:
             "output": _onnx_tensor(session.get_outputs()[0], "NC")}
 
 
-def decision_rule(meta: dict, test: dict) -> dict:
-    """lib.predict's decision for the task, with the per-label thresholds the benchmark tuned on val, if any."""
-    if for_meta(meta).name != MultiLabel.name:
-        return {"rule": "argmax", "text": "The answer is the class of highest probability (argmax of the "
-                                          "softmax), as `lib.predict` decides; no threshold is applied."}
-    rule = {"rule": "threshold", "threshold": THRESHOLD,
-            "text": f"A label is present when its probability (a sigmoid per label) reaches {THRESHOLD}, as "
-                    "`lib.predict` decides by default."}
-    tuned = test.get("tuned")
-    if tuned:
-        rule.update(tuned_thresholds=tuned["thresholds"], tuned_rule=tuned["rule"],
-                    text=rule["text"] + f" Per-label thresholds ({tuned['rule']}) are in `tuned_thresholds` "
-                                        "of preprocessing.json; `predict.py --tuned` applies them.")
-    return rule
-
-
 def preprocessing(meta: dict, model_tensors: dict[str, dict], decision: dict) -> dict:
     """preprocessing.json: the numbers predict.py reads, and in `steps` exactly what lib.predict does."""
-    size, task = meta["image_size"], for_meta(meta).name
+    size, task = meta["image_size"], for_meta(meta)
     shapes = ", ".join(f"{LAYOUTS[Path(f).suffix]} {t['input']['shape']} for {f}" for f, t in model_tensors.items())
     steps = [f"Open with Pillow; modes {', '.join(WIDE_MODES)} (16-bit, 32-bit, float) become 8 bit: "
              "round(v * 255 / 65535) for I;16*, round(v * 255 / max(image max, 1)) otherwise, clipped to 0..255.",
@@ -124,12 +105,12 @@ def preprocessing(meta: dict, model_tensors: dict[str, dict], decision: dict) ->
              f"Batch: {shapes}.",
              "An integer input tensor takes q = clip(round(x / scale + zero_point)); an integer output is read "
              "as (q - zero_point) * scale (see tensors; null quantization: float tensor).",
-             f"The output holds logits, one per class; probabilities by {ACTIVATIONS[task]}; then the decision."]
-    return {"task": task, "classes": meta["classes"], "image_size": size, "channels": meta["channels"],
+             f"The output holds logits, one per class; probabilities by {task.activation_name}; then the decision."]
+    return {"task": task.name, "classes": meta["classes"], "image_size": size, "channels": meta["channels"],
             "mean": meta["mean"], "std": meta["std"], "color": "L" if meta["channels"] == 1 else "RGB",
             "resize": {"library": "Pillow", "filter": RESAMPLE, "size": [size, size]},
             "scaling": "(pixel / 255 - mean) / std, float32", "steps": steps, "tensors": model_tensors,
-            "activation": ACTIVATIONS[task], "decision": decision}
+            "activation": task.activation_name, "decision": decision}
 
 
 def write_bundle(out: Path, models_dir: Path, meta: dict, metrics: dict[str, dict], requirements: Path,
@@ -140,7 +121,7 @@ def write_bundle(out: Path, models_dir: Path, meta: dict, metrics: dict[str, dic
         if not path.is_file():
             raise UserError(f"{path} not found: run the quantize stage (dvc repro quantize)")
     spec = preprocessing(meta, {name: tensors(path) for name, path in paths.items()},
-                         decision_rule(meta, metrics["benchmark"][DEPLOYED]["test"]))
+                         for_meta(meta).deployed_rule(metrics["benchmark"][DEPLOYED]["test"].get("tuned")))
     card = model_card.build(meta, metrics, spec["decision"], student_width)
     with atomic_path(out) as tmp:
         tmp.mkdir()

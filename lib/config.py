@@ -98,6 +98,7 @@ class PruneConfig:
     lr: float = field(metadata=between(0.0, 10.0, lo_open=True))
     step_epochs: int = field(default=1, metadata=between(0, 10_000))  # fine-tune between iterative steps
     method: Literal["structured", "unstructured"] = "structured"  # remove channels | zero single weights
+    scope: Literal["global", "layer"] = "global"  # unstructured: rank all layers together | each layer alone
 
     def __post_init__(self) -> None:
         if self.method == "unstructured" and self.importance != "l1":

@@ -1,6 +1,8 @@
 """The grid of a search (`search.yaml`): its params and seeds, read and checked, and its cells in running order.
 
-A cell is one run: a value for `seed` and for every key of the grid. Cells run one after another in the
+A cell is one run: a value for `seed` and for every key of the grid. A key may also be a params section whose
+values are mappings, each setting several of its keys together (`prune: [{method: structured, ratio: 0.5}, …]`):
+an ablation that pairs values instead of crossing them. Cells run one after another in the
 workspace, so a stage reruns only when a param it reads differs from the cell before. The running order makes
 that rare for early stages: the key read by the earliest stage of dvc.yaml varies slowest (`seed`, then
 `dataset.*`, which the teacher reads, then the student's keys, then pruning's), so every cell of a teacher
@@ -19,7 +21,7 @@ from typing import Any
 import yaml
 
 from lib.errors import UserError
-from lib.exps import flatten
+from lib.exps import assignments, flatten
 
 GRID_FILE = Path("search.yaml")
 SEED = "seed"
@@ -28,8 +30,32 @@ TEACHER_STAGE = "train_teacher"
 
 @dataclass(frozen=True)
 class Grid:
-    values: dict[str, list]  # dotted params.yaml key → the values to try, in the file's order
+    values: dict[str, list]  # dotted params.yaml key (or section: linked values) → the values to try, in order
     seeds: list[int]
+
+    def value(self, params: dict[str, Any], key: str) -> Any:
+        """The value of grid key `key` in a run's flat params (a linked key's: a mapping of its sub-keys)."""
+        first = self.values[key][0]
+        return {sub: params.get(f"{key}.{sub}") for sub in first} if isinstance(first, dict) else params.get(key)
+
+    def params_set(self) -> set[str]:
+        """Every dotted params.yaml key the grid sets."""
+        return {k for key, values in self.values.items() for k in flat_cell({key: values[0]})}
+
+
+def cell_text(cell: dict[str, Any]) -> str:
+    """`key=value, …`: a cell as the `-S` flags that run it."""
+    flat = flat_cell(cell)
+    return assignments(flat, list(flat))
+
+
+def flat_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell (or any key → value mapping of the grid) as dotted params.yaml key → value, a linked value's
+    keys under its section."""
+    flat = {}
+    for key, value in cell.items():
+        flat.update({f"{key}.{sub}": v for sub, v in value.items()} if isinstance(value, dict) else {key: value})
+    return flat
 
 
 def _check_seeds(seeds: Any) -> list[int]:
@@ -41,16 +67,32 @@ def _check_seeds(seeds: Any) -> list[int]:
     return seeds
 
 
+def _check_linked(key: str, values: list, params: dict[str, Any]) -> None:
+    """Linked values: mappings that all set the same keys of section `key`."""
+    subs = values[0] if isinstance(values[0], dict) else {}
+    if not subs or any(not isinstance(v, dict) or v.keys() != subs.keys() for v in values):
+        raise UserError(f"grid.{key}: {values!r} mixes mappings with other values or sets different keys; linked "
+                        f"values are mappings that each set the same keys of {key}, e.g. "
+                        "[{method: structured, ratio: 0.5}, {method: unstructured, ratio: 0.75}]")
+    unknown = [f"{key}.{sub}" for sub in subs if f"{key}.{sub}" not in params]
+    if unknown:
+        raise UserError(f"grid.{key}: {', '.join(unknown)} is not a key of params.yaml; a linked value sets keys of "
+                        f"the section {key}, one of: {', '.join(k for k in params if k.startswith(f'{key}.'))}")
+
+
 def _check_values(key: str, values: Any, params: dict[str, Any]) -> list:
     if key == SEED:
         raise UserError("grid: `seed` is not a grid key; list the seeds under `seeds:` at the top level")
-    if key not in params:
+    linked = isinstance(values, list) and any(isinstance(v, dict) for v in values)
+    if key not in params and not (linked and any(k.startswith(f"{key}.") for k in params)):
         raise UserError(f"grid: {key!r} is not a key of params.yaml; write a dotted key as `dvc exp run -S` "
                         f"takes it, one of: {', '.join(k for k in params if k != SEED)}")
     if not isinstance(values, list) or not values:
         raise UserError(f"grid.{key}: got {values!r}; expected a non-empty list of values, e.g. [0.25, 0.5]")
     if len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
         raise UserError(f"grid.{key}: {values!r} lists a value twice; list each once")
+    if linked:
+        _check_linked(key, values, params)
     return values
 
 
@@ -85,10 +127,10 @@ def stage_params(dvc_yaml: dict) -> list[tuple[str, list[str]]]:
 
 
 def first_stage(key: str, stages: list[tuple[str, list[str]]]) -> int:
-    """Index of the first stage that reads `key` (a param listed as itself or as a section above it);
-    len(stages) for a key no stage reads."""
+    """Index of the first stage that reads `key` (a param listed as itself or as a section above it, or, for
+    a section, a param under it); len(stages) for a key no stage reads."""
     for index, (_, params) in enumerate(stages):
-        if any(key == p or key.startswith(f"{p}.") for p in params):
+        if any(key == p or key.startswith(f"{p}.") or p.startswith(f"{key}.") for p in params):
             return index
     return len(stages)
 
@@ -114,7 +156,7 @@ def teacher_keys(cell: dict[str, Any], stages: list[tuple[str, list[str]]]) -> l
 def with_cell(params: dict, cell: dict[str, Any]) -> dict:
     """A copy of params.yaml's content with the cell's dotted keys set."""
     params = copy.deepcopy(params)
-    for key, value in cell.items():
+    for key, value in flat_cell(cell).items():
         *sections, leaf = key.split(".")
         node = params
         for section in sections:

@@ -12,6 +12,7 @@ from lib.artifacts import DEPLOYED
 from lib.card_analyses import (artifacts_section, calibration_section, chain_section, number, per_class_section,
                                with_interval)
 from lib.card_render import Block, Bullets, Heading, Para, Table
+from lib.task import for_meta
 
 SPLITS = ("train", "val", "test")  # the order of the data table
 METRICS_FILES = ("teacher", "student", "prune", "export", "tflite", "quantize", "qat", "benchmark")
@@ -53,11 +54,10 @@ def model_details(meta: dict, metrics: dict[str, dict], results: dict, student_w
                   number("size_bytes", results[name]["size_bytes"]), number("macs", results[name]["macs"]))
                  for role, name, arch in roles)
     bench, size = metrics["benchmark"], meta["image_size"]
-    kind = "multi-label" if meta.get("task") == "multi-label" else "single-label"
     return [Heading(2, "Model details"),
             Table(("role", "architecture", "parameters", "size (KiB)", "MACs (millions)"), rows),
-            Bullets((f"Task: {kind} classification of {size} × {size} px images with {meta['channels']} channel(s) "
-                     f"into {', '.join(f'`{c}`' for c in meta['classes'])}.",
+            Bullets((f"Task: {for_meta(meta).kind} classification of {size} × {size} px images with "
+                     f"{meta['channels']} channel(s) into {', '.join(f'`{c}`' for c in meta['classes'])}.",
                      "Files: `model_int8.tflite` (LiteRT, NHWC input) and `model_int8.onnx` (ONNX Runtime, NCHW "
                      "input); `preprocessing.json` gives input, output and decision rule.",
                      f"Quantization recipe `{metrics['qat']['method']}`; run seed {number('seed', bench['seed'])}; "
@@ -80,7 +80,7 @@ def intended_use(meta: dict) -> list[Block]:
 def data_section(meta: dict) -> list[Block]:
     splits = sorted(meta["counts"], key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
     rows = tuple((c, *(number("counts", meta["counts"][s][c]) for s in splits)) for c in meta["classes"])
-    per = "images with the label" if meta.get("task") == "multi-label" else "images"
+    per = for_meta(meta).count_unit
     size = meta["image_size"]
     return [Heading(2, "Training and evaluation data"),
             Para(f"`{data_name(meta)}` from the `{meta['source']}` source: "

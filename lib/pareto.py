@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from lib.artifacts import DEPLOYED, headline_metric
 from lib.errors import UserError
 from lib.exps import Run, assignments, collect_runs, differences
-from lib.grid import Grid
+from lib.grid import Grid, cell_text, flat_cell
 from lib.stats import summary
 
 ACC, AUC, KB, MS, MMACS = (headline_metric(DEPLOYED, key) for key in ("acc", "auc", "kb", "ms", "mmacs"))
@@ -48,15 +48,16 @@ def is_cell(run: Run, grid: Grid, current: dict[str, Any]) -> bool:
     """Whether a run is a cell of `grid` on top of `current` (params.yaml's recipe, exps.workspace_recipe)."""
     if _same(run.seed) not in map(_same, grid.seeds):
         return False
-    if any(_same(run.params.get(key)) not in map(_same, values) for key, values in grid.values.items()):
+    if any(_same(grid.value(run.params, key)) not in map(_same, values) for key, values in grid.values.items()):
         return False
-    other = differences(run.params, current)
-    return not set(other["changed"]) - set(grid.values) and not set(other["missing"]) - set(grid.values)
+    other, grid_keys = differences(run.params, current), grid.params_set()
+    return not set(other["changed"]) - grid_keys and not set(other["missing"]) - grid_keys
 
 
 def recipe_label(params: dict[str, Any], grid: Grid) -> str:
     """A recipe named by the grid keys that take more than one value (`all runs` if none does)."""
-    return assignments(params, [k for k, values in grid.values.items() if len(values) > 1]) or "all runs"
+    varying = flat_cell({k: grid.value(params, k) for k, values in grid.values.items() if len(values) > 1})
+    return assignments(varying, list(varying)) or "all runs"
 
 
 def _finite(value: float | None) -> float | None:
@@ -68,12 +69,13 @@ def _position(run: Run, grid: Grid) -> list[int]:
     def index(values: list, value: Any) -> int:
         return [_same(v) for v in values].index(_same(value))
 
-    return [*(index(values, run.params.get(key)) for key, values in grid.values.items()), index(grid.seeds, run.seed)]
+    return [*(index(values, grid.value(run.params, key)) for key, values in grid.values.items()),
+            index(grid.seeds, run.seed)]
 
 
 def _cells(runs: list[Run], grid: Grid) -> list[dict]:
     return [{"experiment": r.name, "rev": r.rev, "seed": r.seed, "recipe": recipe_label(r.params, grid),
-             "params": {k: r.params.get(k) for k in grid.values},
+             "params": {k: grid.value(r.params, k) for k in grid.values},
              "metrics": {m: _finite(r.metrics.get(m, math.nan)) for m in METRICS}} for r in runs]
 
 
@@ -103,7 +105,7 @@ def _missing(cells: list[dict], grid: Grid) -> list[str]:
     """The cells of the grid that no run stands for, as `seed=…, key=…`."""
     done = {_same([c["seed"], c["params"]]) for c in cells}
     keys = list(grid.values)
-    return [assignments({"seed": seed, **dict(zip(keys, combo))}, ["seed", *keys])
+    return [cell_text({"seed": seed, **dict(zip(keys, combo))})
             for seed in grid.seeds for combo in itertools.product(*grid.values.values())
             if _same([seed, dict(zip(keys, combo))]) not in done]
 

@@ -5,8 +5,9 @@
     python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
 The tables are generated from the metrics of real runs, never typed by hand. A block is the text between
-`<!-- name:start -->` and `<!-- name:end -->`: `results` in README.md, `seeds` (the multi-seed comparison) in
-docs/recipes.md, `students` in docs/students.md, `search` (the Pareto front of `make search`) in docs/search.md.
+`<!-- name:start -->` and `<!-- name:end -->`: `results` and `pruning` (structured vs unstructured over seeds) in
+README.md, `seeds` (the multi-seed comparison) in docs/recipes.md, `students` in docs/students.md, `search` (the
+Pareto front of `make search`) in docs/search.md.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from lib.io import atomic_path, read_json
 from lib.render import fitted, mean_difference, mean_std, p_value, recipe_note, small_n_warning, wrapped
 
 RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK, SEARCH_BLOCK = "results", "seeds", "students", "search"
-BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), SEEDS_BLOCK: Path("docs/recipes.md"),
-               STUDENTS_BLOCK: Path("docs/students.md"),
+PRUNING_BLOCK = "pruning"
+BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), PRUNING_BLOCK: Path("README.md"),
+               SEEDS_BLOCK: Path("docs/recipes.md"), STUDENTS_BLOCK: Path("docs/students.md"),
                SEARCH_BLOCK: Path("docs/search.md")}  # the file that holds each generated block
 BENCHMARK = Path("metrics/benchmark.json")
 SEEDS_MD = "plots/compare/compare.md"  # the whole comparison, written by `make compare` (lib.compare)
@@ -41,6 +43,9 @@ COLUMNS = {  # headline key → (column, format) of the compact tables of the bl
     "int8_tflite.kb": ("INT8 KiB", ",.0f"), "int8_tflite.mmacs": ("MMACs", ".2f"),
     "int8_tflite.ms": ("INT8 ms", ".3f")}
 SEEDS_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "pruned_torch.acc"]  # the rest is in SEEDS_MD
+PRUNING_REPORT = Path("plots/pruning/compare.json")  # structured vs unstructured pruning over seeds (lib.compare)
+PRUNING_METRICS = ["int8_tflite.acc", "int8_tflite.auc", "int8_tflite.kb", "int8_tflite.ms"]
+SECTION = re.compile(r"(^|, )[a-z_]+[.]")  # the section of each key of a recipe's name (`prune.ratio=…`)
 
 # `dvc exp show` lists every param, every dependency's hash and every metric: hundreds of columns. The
 # narrowed table keeps the figures a person compares first, plus the params that differ between experiments.
@@ -153,11 +158,16 @@ def _seeds_paired(report: dict, metrics: list[str], names: list[str]) -> list[st
             *small_n_warning(paired)]
 
 
+def _chosen(report: dict, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """The metrics of `wanted` that the report holds (else its first ones), and their column names."""
+    metrics = [m for m in wanted if m in report["metrics"]] or report["metrics"][:len(wanted)]
+    return metrics, [COLUMNS.get(m, (f"`{m}`",))[0] for m in metrics]
+
+
 def seeds_block(report: dict) -> str:
     """The docs' part of a comparison (`lib.compare`'s report): mean ± std and paired tests of a few
     headline metrics; the rest is in SEEDS_MD."""
-    metrics = [m for m in SEEDS_METRICS if m in report["metrics"]] or report["metrics"][:len(SEEDS_METRICS)]
-    names = [COLUMNS.get(m, (f"`{m}`",))[0] for m in metrics]
+    metrics, names = _chosen(report, SEEDS_METRICS)
     lines = ["### Experiments compared across seeds", "",
              *wrapped(f"{recipe_note(report['baseline_params'], report.get('baseline_vs_params_yaml'))} Every "
                       f"metric, the experiments of each recipe and the McNemar tests of each run: [{SEEDS_MD}]"
@@ -165,6 +175,22 @@ def seeds_block(report: dict) -> str:
              "#### Mean ± sample std over seeds", "", *_seeds_summary(report, metrics, names),
              f"#### Paired by seed: recipe − `{DEFAULT_RECIPE}`", "", *_seeds_paired(report, metrics, names)]
     return "\n".join(lines).rstrip("\n")
+
+
+def pruning_block(report: dict) -> str:
+    """The README's pruning ablation (`lib.compare`'s report): per recipe its seeds, the deployed model's mean ±
+    std accuracy and AUC, mean size and latency, and its accuracy paired by seed with `default`. Recipes are
+    named without their keys' section (`prune.`), which every recipe here shares."""
+    summary, paired = report["recipes"], {t["recipe"]: t for t in report["paired"]
+                                           if t["metric"] == PRUNING_METRICS[0]}
+    rows = [["`" + SECTION.sub(r"\1", name) + "`", str(summary[name]["summary"][PRUNING_METRICS[0]]["n"]),
+             *(mean_std(summary[name]["summary"][m]) for m in PRUNING_METRICS[:2]),
+             f"{summary[name]['summary'][PRUNING_METRICS[2]]['mean']:,.0f}",
+             f"{summary[name]['summary'][PRUNING_METRICS[3]]['mean']:.3f}",
+             mean_difference(paired[name]) if name in paired else "—"]
+            for name in dict.fromkeys([DEFAULT_RECIPE, *paired])]
+    header = ["recipe", "n", "INT8 acc", "INT8 AUC", "INT8 KiB", "INT8 ms", f"INT8 acc − `{DEFAULT_RECIPE}`, paired"]
+    return "\n".join(fitted(header, rows)).rstrip("\n")
 
 
 def fill_block(text: str, block: str, content: str) -> str:
@@ -178,11 +204,13 @@ def fill_block(text: str, block: str, content: str) -> str:
 
 
 def blocks(bench: dict, seeds: dict | None = None, students: list | None = None,
-           current: dict | None = None, search: str | None = None) -> dict[str, str]:
+           current: dict | None = None, search: str | None = None, pruning: dict | None = None) -> dict[str, str]:
     """Each generated block's content: the results table; the multi-seed comparison (`lib.compare`'s report), in
-    part; the table of the students' runs (`dvc exp show --json`); the search's front (its Markdown, lib.search).
-    A block whose source is None is left out."""
+    part; the table of the students' runs (`dvc exp show --json`); the search's front (its Markdown, lib.search);
+    the pruning ablation (`lib.compare`'s report). A block whose source is None is left out."""
     contents = {RESULTS_BLOCK: results_table(bench)}
+    if pruning is not None:
+        contents[PRUNING_BLOCK] = pruning_block(pruning)
     if seeds is not None:
         contents[SEEDS_BLOCK] = seeds_block(seeds)
     if students is not None:
@@ -208,11 +236,12 @@ def write_blocks(contents: dict[str, str], files: dict[str, Path] | None = None)
 
 
 def committed_blocks() -> dict[str, str]:
-    """The blocks of the committed results: metrics/, plots/compare/, plots/students/ and plots/search/, and
-    params.yaml; the search's block says how to fill it where no search is committed."""
+    """The blocks of the committed results: metrics/, plots/compare/, plots/students/, plots/search/ and
+    plots/pruning/, and params.yaml; the search's block says how to fill it where no search is committed."""
     return blocks(read_json(BENCHMARK), read_json(SEEDS_REPORT) if SEEDS_REPORT.exists() else None,
                   load_exp_show(STUDENTS_EXPS) if STUDENTS_EXPS.exists() else None, workspace_recipe(),
-                  SEARCH_FRONT.read_text() if SEARCH_FRONT.exists() else NO_SEARCH)
+                  SEARCH_FRONT.read_text() if SEARCH_FRONT.exists() else NO_SEARCH,
+                  read_json(PRUNING_REPORT) if PRUNING_REPORT.exists() else None)
 
 
 def show_experiments() -> None:

@@ -30,8 +30,9 @@ import yaml
 from lib import cli, workspace
 from lib.config import PARAMS_FILE, Params, from_dict
 from lib.errors import UserError
-from lib.exps import assignment, assignments, load_exp_show, portable, workspace_recipe
-from lib.grid import GRID_FILE, TEACHER_STAGE, load_grid, ordered_cells, stage_params, teacher_keys, with_cell
+from lib.exps import assignment, load_exp_show, portable, workspace_recipe
+from lib.grid import (GRID_FILE, TEACHER_STAGE, cell_text, flat_cell, load_grid, ordered_cells, stage_params,
+                      teacher_keys, with_cell)
 from lib.io import atomic_path, write_json
 from lib.pareto import search_report
 from lib.search_render import cells_csv, front_markdown, plot
@@ -44,7 +45,8 @@ TEACHER_SKIPPED = f"Stage '{TEACHER_STAGE}' didn't change, skipping"
 
 def command(cell: dict[str, Any]) -> list[str]:
     """`dvc exp run` with every key of the cell set, so no value of the cell before it carries over."""
-    return ["dvc", "exp", "run", *(arg for key, value in cell.items() for arg in ("-S", assignment(key, value)))]
+    return ["dvc", "exp", "run", *(arg for key, value in flat_cell(cell).items()
+                                   for arg in ("-S", assignment(key, value)))]
 
 
 def check_cells(cells: list[dict[str, Any]]) -> None:
@@ -56,7 +58,7 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
         try:
             check_params(from_dict(Params, with_cell(params, cell)))
         except UserError as err:
-            raise UserError(f"the cell {assignments(cell, list(cell))} is not a valid recipe: {err}; "
+            raise UserError(f"the cell {cell_text(cell)} is not a valid recipe: {err}; "
                             "change the grid") from None
 
 
@@ -73,7 +75,7 @@ def run_logged(cmd: list[str], log: Path) -> int:
 
 def teacher_summary(cells: list[dict[str, Any]], trained: list[bool], stages: list) -> str:
     """How often the teacher trained, and which cell retrained the teacher of the cell before it."""
-    groups = {assignments(c, teacher_keys(c, stages)) for c in cells}
+    groups = {cell_text({k: c[k] for k in teacher_keys(c, stages)}) for c in cells}
     lines = [f"{TEACHER_STAGE} ran in {sum(trained)} of {len(trained)} cells; the grid has {len(groups)} teacher(s)"]
     for i in range(1, len(trained)):
         same = teacher_keys(cells[i], stages)
@@ -97,7 +99,7 @@ def run_grid(grid_file: Path, dry_run: bool = False, start: int = 1, logs: Path 
     trained = []
     with workspace.kept():
         for i, cell in enumerate(cells[start - 1:], start):
-            print(f"== cell {i}/{len(cells)}: {assignments(cell, list(cell))}", flush=True)
+            print(f"== cell {i}/{len(cells)}: {cell_text(cell)}", flush=True)
             log = logs / f"cell-{i:03d}.log"
             if run_logged(command(cell), log) != 0:
                 raise UserError(f"cell {i} failed, see {log}; the cells before it are recorded (`dvc exp show`); "

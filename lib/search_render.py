@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lib.exps import assignment
+from lib.grid import cell_text
 from lib.io import atomic_path
 from lib.pareto import ACC, AUC, COSTS, KB, MMACS, MS
 from lib.render import fitted, mean_std, wrapped
@@ -21,7 +21,10 @@ AXES = {KB: "INT8 TFLite size on disk (KiB, log scale)", MS: "INT8 TFLite batch-
 
 
 def value_text(value: Any) -> str:
-    """A param's value as params.yaml and `-S` write it (`true`, not Python's `True`)."""
+    """A param's value as params.yaml and `-S` write it (`true`, not Python's `True`); linked values as
+    `key=value` pairs."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={value_text(v)}" for k, v in value.items())
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -31,7 +34,7 @@ def _varying(report: dict) -> list[str]:
 
 def _intro(report: dict) -> list[str]:
     grid, recipes = report["grid"], report["recipes"]
-    fixed = [assignment(key, values[0]) for key, values in grid["values"].items() if len(values) == 1]
+    fixed = [cell_text({key: values[0]}) for key, values in grid["values"].items() if len(values) == 1]
     on_front = sum(bool(r["front"]) for r in recipes)
     text = (f"{on_front} of {len(recipes)} recipes are on the Pareto front of INT8 TFLite accuracy against size or "
             "against latency (means over seeds): no other recipe has at least their accuracy at no more size (or "

@@ -23,23 +23,27 @@ def prunable_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not last]
 
 
-def sparsify_steps(model: nn.Module, ratio: float, iterative_steps: int) -> Iterator[float]:
-    """Zero `ratio` of the weights of all prunable layers, ranked together by magnitude (global L1), in place.
+def sparsify_steps(model: nn.Module, ratio: float, iterative_steps: int, scope: str = "global") -> Iterator[float]:
+    """Zero `ratio` of the weights of the prunable layers by magnitude (L1), in place.
 
+    `scope: global` ranks the weights of all layers together, so layers whose weights are small overall lose
+    more (at high ratios whole depthwise convolutions can go); `layer` zeroes `ratio` of every layer's own.
     Like the structured pruner, in `iterative_steps` steps of a linear schedule: step k zeroes the smallest
     surviving weights until k/steps of `ratio` of them are zero (re-ranked after whatever fine-tune the caller
     ran in between) and yields that share. The masks stay on until `make_permanent`; at each yield the model
     can be copied and pickled (to data-parallel workers) until its next forward pass with autograd on.
     """
     layers = prunable_layers(model)
-    total = sum(m.weight.numel() for m in layers)
+    groups = [layers] if scope == "global" else [[layer] for layer in layers]
     for step in range(1, iterative_steps + 1):
         refresh_masked_weights(model.cpu().eval())  # back from a fine-tune, maybe on another device
         target = ratio * step / iterative_steps
-        masked = sum(int((m.weight_mask == 0).sum()) for m in layers if hasattr(m, "weight_mask"))
-        # a count, not a share: a share would apply to the weights still unmasked, not to all of them
-        prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured,
-                                  amount=round(target * total) - masked)
+        for group in groups:
+            total = sum(m.weight.numel() for m in group)
+            masked = sum(int((m.weight_mask == 0).sum()) for m in group if hasattr(m, "weight_mask"))
+            # a count, not a share: a share would apply to the weights still unmasked, not to all of them
+            prune.global_unstructured([(m, "weight") for m in group], pruning_method=prune.L1Unstructured,
+                                      amount=round(target * total) - masked)
         refresh_masked_weights(model)
         yield target
 

@@ -3,26 +3,24 @@
 `prune.iterative_steps` > 1 prunes step by step along torch-pruning's linear schedule, with a short
 fine-tune (`prune.step_epochs`) after every step but the last; `prune.ratio: 0` passes the student through.
 `prune.method: unstructured` zeroes single weights instead (global magnitude pruning, same schedule and
-fine-tune): every tensor keeps its shape, so parameters are reported as non-zero counts and MACs do not change.
+fine-tune; lib.prune_methods).
 """
 
 import argparse
 import functools
 from pathlib import Path
-from typing import Iterator
 
-import torch
 from torch import nn
 
 from lib import checks
 from lib.cli import run
-from lib.config import PruneConfig
 from lib.context import Context, run_info, score, setup
 from lib.io import write_json
 from lib.losses import distilling, student_criterion
 from lib.models import load_checkpoint, save_checkpoint
-from lib.pruning import count_macs_params, prune_steps
-from lib.sparsity import make_permanent, sparsify_steps, sparsity
+from lib.prune_methods import METHODS, size_figures
+from lib.pruning import count_macs_params
+from lib.sparsity import make_permanent
 from lib.training import train
 
 
@@ -50,7 +48,7 @@ def main() -> None:
     report = {
         "method": cfg.method,
         "ratio": cfg.ratio,
-        **size_figures(cfg.method, saved, example, macs_before, params_before),
+        **size_figures(METHODS[cfg.method], saved, example, macs_before, params_before),
         **pruning,
         **run_info(ctx),
     }
@@ -58,26 +56,6 @@ def main() -> None:
     report["warnings"] = checks.announce(checks.collapse_warnings(ctx.task, "fine-tuned pruned student",
                                                                   report["finetuned"]))
     write_json(args.metrics, report)
-
-
-def size_figures(method: str, saved: nn.Module, example: torch.Tensor, macs_before: int, params_before: int) -> dict:
-    """Parameters and MACs before → after, and the share of zero weights, of the saved pruned student.
-
-    Unstructured pruning keeps every tensor's shape: its parameters are counted as non-zero weights, and
-    its MACs are the dense model's, since dense runtimes multiply by the zeros too.
-    """
-    macs_after, params_after = count_macs_params(saved, example)
-    zeros = sparsity(saved)
-    if method == "structured":
-        params = {"before": params_before, "after": params_after,
-                  "removed_fraction": round(1 - params_after / params_before, 6)}
-    else:
-        params = {"before": params_before, "nonzero_after": zeros["nonzero_params"], "stored_after": params_after}
-    macs = {"before": macs_before, "after": macs_after, "removed_fraction": round(1 - macs_after / macs_before, 6)}
-    if method == "unstructured":
-        macs["note"] = "unchanged: dense runtimes (ONNX Runtime, TFLite) multiply by the zeroed weights too"
-    return {"params": params, "macs": macs,
-            "sparsity": {"pruned_layers": zeros["pruned_layers"], "all_parameters": zeros["all_parameters"]}}
 
 
 def passthrough(model: nn.Module, ctx: Context, live_dir: str) -> tuple[nn.Module, dict]:
@@ -96,9 +74,9 @@ def prune_and_finetune(model: nn.Module, ctx: Context, teacher_path: str, live_d
     cfg = ctx.params.prune
     example = ctx.example_input()
     criterion = functools.cache(lambda: student_criterion(ctx, teacher_path))
-    steps = []
-    for step, ratio in enumerate(pruning_steps(model, example, cfg), start=1):
-        steps.append({"step": step, "ratio": ratio, **step_figures(model, example, cfg.method),
+    method, steps = METHODS[cfg.method], []
+    for step, ratio in enumerate(method.steps(model, example, cfg), start=1):
+        steps.append({"step": step, "ratio": ratio, **method.step_figures(model, example),
                       "pruned": score(model.to(ctx.device), ctx, ("val",))["val"][ctx.params.train.monitor]})
         if step < cfg.iterative_steps and cfg.step_epochs:
             _, steps[-1]["finetune"] = train(model, criterion(), ctx, cfg.step_epochs, cfg.lr,
@@ -107,22 +85,6 @@ def prune_and_finetune(model: nn.Module, ctx: Context, teacher_path: str, live_d
     model, report["finetune"] = train(model, criterion(), ctx, cfg.finetune_epochs, cfg.lr, live_dir,
                                       ctx.params.distill.precision)
     return model, report
-
-
-def pruning_steps(model: nn.Module, example: torch.Tensor, cfg: PruneConfig) -> Iterator[float]:
-    """The pruner of `prune.method`, stepping along the same linear schedule; yields the ratio reached."""
-    if cfg.method == "unstructured":
-        return sparsify_steps(model, cfg.ratio, cfg.iterative_steps)
-    return prune_steps(model, example, cfg.ratio, cfg.importance, cfg.iterative_steps, cfg.round_to)
-
-
-def step_figures(model: nn.Module, example: torch.Tensor, method: str) -> dict:
-    """One step's size: parameters and MACs; unstructured, non-zero parameters and the pruned layers' sparsity."""
-    macs, params = count_macs_params(model, example)
-    if method == "structured":
-        return {"params": params, "macs": macs}
-    zeros = sparsity(model)
-    return {"nonzero_params": zeros["nonzero_params"], "sparsity": zeros["pruned_layers"], "macs": macs}
 
 
 if __name__ == "__main__":

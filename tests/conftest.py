@@ -30,8 +30,33 @@ PARAMS_YAML = ROOT / "params.yaml"
 RAW_DIR = ROOT / "data" / "raw"
 
 
+# The tests that build something (minutes), by the half of the test list they open. Under `--dist worksteal` the
+# first worker starts on the first half and the second on the other, so both builds start at once, on both
+# cores; each half ends with quick tests, which either worker steals from the other when it runs out.
+CHAIN = "chain"  # a marker: a test that runs a conversion chain of its own
+FIRST_HALF = ("project", "searched", "qat_project", "queued", "runner_python", CHAIN)
+SECOND_HALF = ("multi_class", "multi_label", "folder", "models_dir")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: minutes per test; left out of `make test`, run by `make test-all`")
+    config.addinivalue_line("markers", f"{CHAIN}: a conversion chain of its own (a minute); scheduled with the builds")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each half of the list opens with its builds (in the order above, then file order), then quick tests."""
+    builds = (*FIRST_HALF, *SECOND_HALF)
+
+    def build(item: pytest.Item) -> int:
+        used = [i for i, name in enumerate(builds) if name in item.fixturenames or item.get_closest_marker(name)]
+        return min(used, default=len(builds))
+
+    ranked = sorted(items, key=build)
+    first = [item for item in ranked if build(item) < len(FIRST_HALF)]
+    second = [item for item in ranked if len(FIRST_HALF) <= build(item) < len(builds)]
+    quick = ranked[len(first) + len(second):]
+    fill = max(len(items) // 2 - len(first), 0)
+    items[:] = first + quick[:fill] + second + quick[fill:]
 
 
 def truncated_onnx() -> bytes:
@@ -48,7 +73,8 @@ def random_bytes() -> bytes:
 
 
 def save_png(path: Path, array: np.ndarray) -> Path:
-    """Save a uint8 (H, W) grayscale or (H, W, 3) RGB array as a PNG, creating folders."""
+    """Save a uint8 (H, W) grayscale or (H, W, 3) RGB array in the format its suffix names (PNG, JPEG, …),
+    creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
@@ -122,8 +148,8 @@ def make_arrays(dest: Path, per_split: dict[str, int], outputs: int, *, multi_la
 
 
 def make_imagefolder(root: Path, counts: dict[str, int], classes=("cat", "ant"), *, layout="split",
-                     size=12, rgb=False, seed=0) -> Path:
-    """Write `counts[split]` PNGs per class; layout 'split' = root/split/class, 'class' = root/class/split.
+                     size=12, rgb=False, seed=0, suffix=".png") -> Path:
+    """Write `counts[split]` images per class; layout 'split' = root/split/class, 'class' = root/class/split.
 
     The class at position i in sorted(classes) gets intensity class i (see `class_image`).
     """
@@ -133,7 +159,7 @@ def make_imagefolder(root: Path, counts: dict[str, int], classes=("cat", "ant"),
             folder = root / split / name if layout == "split" else root / name / split
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                save_png(folder / f"img{i:02d}.png", class_image(rng, label, size, rgb))
+                save_png(folder / f"img{i:02d}{suffix}", class_image(rng, label, size, rgb))
     return root
 
 
@@ -321,14 +347,25 @@ def multi_label(tmp_path_factory) -> Path:
         repo, lambda d: make_arrays(d, TASK_SPLITS, 5, multi_label=True), {"source": "arrays"}))
 
 
-FOLDER_STAGES = ("prune", "explain")
+CAPSULE_CLASSES = ("Bleeding", "Lymphangiectasia", "Polyp", "Ulcer")
+START_WEIGHTS = "weights/teacher.pt"  # an earlier run's teacher, where the capsule run's teacher starts
+
+
+def capsule_run(repo: Path) -> Path:
+    """The teacher of a first tiny run, then the whole DAG with `teacher_weights` set to that checkpoint."""
+    tiny_run(repo, lambda d: make_imagefolder(d, {"train": 16, "val": 6, "test": 6}, CAPSULE_CLASSES,
+                                              layout="class", size=64, rgb=True, suffix=".jpg"),
+             {"source": "imagefolder", "image_size": 64}, "train_teacher", prune={"ratio": 0.0},
+             distill={"alpha": 0.0})
+    (repo / START_WEIGHTS).parent.mkdir()
+    shutil.copy(repo / "models/teacher.pt", repo / START_WEIGHTS)
+    edit_params(repo, teacher_weights=START_WEIGHTS)
+    return repro(repo)
 
 
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory) -> Path:
-    """An ImageFolder set at 64 px with pruning (ratio 0) and distillation (alpha 0) off, run up to the pruned
-    student and Grad-CAM (`FOLDER_STAGES`): from there on it is the chain `project` runs, on other numbers."""
-    return own_copy(tmp_path_factory, "folder", lambda repo: tiny_run(
-        repo, lambda d: make_imagefolder(d, {"train": 24, "val": 8, "test": 8}, size=64),
-        {"source": "imagefolder", "image_size": 64}, *FOLDER_STAGES, prune={"ratio": 0.0},
-        distill={"alpha": 0.0}))
+    """A capsule-endoscopy-shaped ImageFolder set (four classes, class-first layout, RGB JPEGs at 64 px) through
+    the whole DAG, its teacher started from an earlier run's checkpoint, pruning (ratio 0) and distillation
+    (alpha 0) off."""
+    return own_copy(tmp_path_factory, "folder", capsule_run)

@@ -23,7 +23,7 @@ from PIL import Image
 from conftest import ROOT, built_once, run, save_png
 from lib import bundle_runner
 from lib.artifacts import DEPLOYED, NAMES
-from lib.bundle import ACTIVATIONS, decision_rule, preprocessing, runner_requirements
+from lib.bundle import preprocessing, runner_requirements
 from lib.card_analyses import CHAIN, FORMATS, number
 from lib.card_plots import card_figures
 from lib.card_render import to_html, to_markdown
@@ -54,7 +54,7 @@ def image_files(folder: Path) -> list[Path]:
 def test_runner_reads_and_scales_images_exactly_as_lib_predict(tmp_path, channels):
     meta = {"classes": ["a", "b"], "image_size": 28, "channels": channels, "mean": [0.4] * channels,
             "std": [0.2] * channels}
-    spec = preprocessing(meta, {}, decision_rule(meta, {}))
+    spec = preprocessing(meta, {}, for_meta(meta).deployed_rule(None))
     files = image_files(tmp_path)
     ours = np.stack([bundle_runner.load_image(f, spec) for f in files])
     theirs = read_images(files, meta["image_size"], channels)
@@ -67,8 +67,8 @@ def test_runner_activation_and_decision_are_lib_predicts(task):
     classes = ["c0", "c1", "c2", "c3"]
     meta = {"classes": classes, **({"task": task} if task == "multi-label" else {})}
     logits = np.random.default_rng(1).normal(0, 3, (50, len(classes)))
-    spec = {"classes": classes, "activation": ACTIVATIONS[for_meta(meta).name],
-            "decision": decision_rule(meta, {})}
+    spec = {"classes": classes, "activation": for_meta(meta).activation_name,
+            "decision": for_meta(meta).deployed_rule(None)}
     probs = bundle_runner.activate(logits, spec)
     np.testing.assert_allclose(probs, for_meta(meta).activation(logits), rtol=0, atol=1e-12)
     for row, top in zip(probs, top_k(probs, classes, len(classes))):
@@ -164,8 +164,12 @@ def missing_figures(text: str, meta: dict, metrics: dict) -> list[tuple]:
     return [(path, value) for path, value in leaves({"meta": meta, **metrics}) if printed(path, value) not in text]
 
 
+def deployed_rule(meta: dict, metrics: dict) -> dict:
+    return for_meta(meta).deployed_rule(metrics["benchmark"][DEPLOYED]["test"].get("tuned"))
+
+
 def card_texts(meta: dict, metrics: dict) -> tuple[str, str]:
-    spec_decision = decision_rule(meta, metrics["benchmark"][DEPLOYED]["test"])
+    spec_decision = deployed_rule(meta, metrics)
     blocks = build(meta, metrics, spec_decision, 0.75)
     page = to_html(blocks, card_figures(meta, metrics["benchmark"]), "card")
     return to_markdown(blocks), html.unescape(page)
@@ -202,7 +206,7 @@ def test_model_card_chain_compares_each_step_with_the_one_before():
 
 def test_model_card_html_is_one_self_contained_page():
     meta, metrics = fake_run(True)
-    blocks = build(meta, metrics, decision_rule(meta, metrics["benchmark"][DEPLOYED]["test"]), 1.0)
+    blocks = build(meta, metrics, deployed_rule(meta, metrics), 1.0)
     page = to_html(blocks, card_figures(meta, metrics["benchmark"]), "card")
     assert '<meta charset="utf-8">' in page
     assert page.count('src="data:image/png;base64,') == 2

@@ -2,11 +2,13 @@
 `multi_class`, `multi_label` and `folder` projects), each in its own throwaway git repository.
 
 The switches ride on the task projects: the multi-class one has an ensemble teacher and prunes in two steps,
-the ImageFolder one has pruning (ratio 0) and distillation (alpha 0) off."""
+the ImageFolder one (capsule-endoscopy-shaped, its teacher started from a checkpoint) has pruning (ratio 0) and
+distillation (alpha 0) off."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FOLDER_STAGES, label_image, run, save_png
+from conftest import CAPSULE_CLASSES, START_WEIGHTS, label_image, run, save_png
 from test_pipeline_e2e import ARTIFACTS
 
 
@@ -93,11 +95,15 @@ def test_multi_label_predict_cli_lists_each_label(multi_label):
     assert len(row["top"]) == 5 and set(row["positive"]) <= {f"label{i}" for i in range(5)}
 
 
-def test_imagefolder_run_at_64_px_with_pruning_and_distillation_off(folder):
+def test_capsule_shaped_imagefolder_runs_the_whole_dag_from_a_checkpoint_with_pruning_and_distillation_off(folder):
     meta = read(folder, "data/processed/meta.json")
-    assert meta["image_size"] == 64 and meta["classes"] == ["ant", "cat"] and "task" not in meta
-    assert meta["counts"]["train"] == {"ant": 24, "cat": 24}
-    assert json.loads(run(["dvc", "status", "--json", *FOLDER_STAGES], folder).stdout) == {}
+    assert meta["image_size"] == 64 and meta["channels"] == 3 and "task" not in meta
+    assert meta["classes"] == list(CAPSULE_CLASSES) and meta["counts"]["train"] == dict.fromkeys(CAPSULE_CLASSES, 16)
+    bench = assert_finished_with_int8_and_parity(folder, "top1_agreement")
+    assert set(bench["int8_tflite"]["test"]["per_class"]) == set(CAPSULE_CLASSES)
+    weights = read(folder, "metrics/teacher.json")["weights"]
+    assert weights["source"] == "path" and weights["path"] == START_WEIGHTS and weights["skipped"] == []
+    assert weights["sha256"] == hashlib.sha256((folder / START_WEIGHTS).read_bytes()).hexdigest()
     assert read(folder, "metrics/student.json")["distilled"] is False
     prune = read(folder, "metrics/prune.json")
     assert prune["params"]["removed_fraction"] == 0 and prune["macs"]["after"] == prune["macs"]["before"]

@@ -40,7 +40,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def scans(tmp_path_factory):
     """Four grayscale PNGs at 12 px (one in a subfolder) and a file that is not an image."""
     root = tmp_path_factory.mktemp("scans")
     rng = np.random.default_rng(0)
@@ -62,29 +62,29 @@ def predict_json(capsys, *args) -> list[dict]:
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".onnx", ".tflite"])
-def test_every_format_predicts_what_training_preprocessing_gives(suffix, models_dir, folder, tmp_path, capsys):
-    out = predict_json(capsys, models_dir / f"m{suffix}", folder, "--meta", write_meta(tmp_path), "--top", "3")
+def test_every_format_predicts_what_training_preprocessing_gives(suffix, models_dir, scans, tmp_path, capsys):
+    out = predict_json(capsys, models_dir / f"m{suffix}", scans, "--meta", write_meta(tmp_path), "--top", "3")
     assert [row["file"] for row in out] == ["a.png", "b.png", "d.png", "sub/c.png"]
     # the imagefolder source keeps channel 0 of a gray set: the reference preprocessing
-    images = np.stack([read_image(folder / row["file"], 28)[..., :1] for row in out])
+    images = np.stack([read_image(scans / row["file"], 28)[..., :1] for row in out])
     expected = predict(models_dir / "m.pt", images, META)
     got = np.array([[p for _, p in sorted((t["class"], t["probability"]) for t in row["top"])] for row in out])
     np.testing.assert_allclose(got, expected, atol=1e-3 if suffix == ".tflite" else 1e-5)
 
 
-def test_json_lists_top_k_classes_best_first(models_dir, folder, tmp_path, capsys):
-    out = predict_json(capsys, models_dir / "m.pt", folder / "a.png", "--meta", write_meta(tmp_path), "--top", "2")
+def test_json_lists_top_k_classes_best_first(models_dir, scans, tmp_path, capsys):
+    out = predict_json(capsys, models_dir / "m.pt", scans / "a.png", "--meta", write_meta(tmp_path), "--top", "2")
     assert len(out) == 1
     row = out[0]
     assert set(row) == {"file", "predicted", "probability", "top"}
-    assert row["file"] == str(folder / "a.png")
+    assert row["file"] == str(scans / "a.png")
     assert [t["class"] for t in row["top"]][0] == row["predicted"] and len(row["top"]) == 2
     assert row["top"][0]["probability"] == row["probability"] >= row["top"][1]["probability"]
     assert set(t["class"] for t in row["top"]) <= set(META["classes"])
 
 
-def test_table_has_a_row_per_image_and_rank(models_dir, folder, tmp_path, capsys):
-    main([str(models_dir / "m.onnx"), str(folder), "--meta", write_meta(tmp_path), "--top", "2"])
+def test_table_has_a_row_per_image_and_rank(models_dir, scans, tmp_path, capsys):
+    main([str(models_dir / "m.onnx"), str(scans), "--meta", write_meta(tmp_path), "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["file", "class", "probability"]
     assert [line.split()[0] for line in lines[1:]] == ["a.png"] * 2 + ["b.png"] * 2 + ["d.png"] * 2 + ["sub/c.png"] * 2
@@ -131,26 +131,26 @@ def test_folder_without_images_is_an_error(models_dir, tmp_path):
     (".tflite", {"channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}, "channels: model 1, meta.json 3"),
     (".onnx", {"classes": ["ant", "bee"]}, "classes: model 3, meta.json 2"),
 ])
-def test_model_that_does_not_fit_meta_says_what_each_expects(suffix, changes, message, models_dir, folder,
+def test_model_that_does_not_fit_meta_says_what_each_expects(suffix, changes, message, models_dir, scans,
                                                               tmp_path):
     with pytest.raises(UserError, match=message):
-        main([str(models_dir / f"m{suffix}"), str(folder), "--meta", write_meta(tmp_path, **changes)])
+        main([str(models_dir / f"m{suffix}"), str(scans), "--meta", write_meta(tmp_path, **changes)])
 
 
-def test_missing_meta_points_to_prepare_data(models_dir, folder, tmp_path):
+def test_missing_meta_points_to_prepare_data(models_dir, scans, tmp_path):
     with pytest.raises(UserError, match="prepare_data.*--meta"):
-        main([str(models_dir / "m.pt"), str(folder), "--meta", str(tmp_path / "nowhere.json")])
+        main([str(models_dir / "m.pt"), str(scans), "--meta", str(tmp_path / "nowhere.json")])
 
 
-def test_top_k_beyond_the_classes_is_an_error(models_dir, folder, tmp_path):
+def test_top_k_beyond_the_classes_is_an_error(models_dir, scans, tmp_path):
     with pytest.raises(UserError, match="--top: got 4; expected 1 to 3"):
-        main([str(models_dir / "m.pt"), str(folder), "--meta", write_meta(tmp_path), "--top", "4"])
+        main([str(models_dir / "m.pt"), str(scans), "--meta", write_meta(tmp_path), "--top", "4"])
 
 
-def test_unknown_model_suffix_exits_2_with_one_line(folder, tmp_path):
+def test_unknown_model_suffix_exits_2_with_one_line(scans, tmp_path):
     model = tmp_path / "model.h5"
     model.write_bytes(b"weights")
-    result = subprocess.run([sys.executable, "-m", "lib.predict", str(model), str(folder),
+    result = subprocess.run([sys.executable, "-m", "lib.predict", str(model), str(scans),
                              "--meta", write_meta(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import edit_params, run
+from conftest import REPRO_LOG, copy_project, edit_params, own_copy, repro, run
+
+
+def switch_to_qat(project: Path, repo: Path) -> Path:
+    """A copy of the PTQ project (cache included), switched to QAT and reproduced."""
+    copy_project(project, repo)
+    edit_params(repo, quantize={"method": "qat", "qat_epochs": 1})
+    return repro(repo)
 
 
 @pytest.fixture(scope="module")
 def qat_project(project, tmp_path_factory):
-    """A copy of the PTQ project (cache included), switched to QAT and reproduced; with the repro log."""
-    repo = tmp_path_factory.mktemp("qat") / "project"
-    shutil.copytree(project, repo, symlinks=True)
-    edit_params(repo, quantize={"method": "qat", "qat_epochs": 1})
-    result = run(["dvc", "repro"], repo)
-    return repo, result.stdout + result.stderr
+    """This worker's copy of the QAT project (built once per session) and its repro log."""
+    repo = own_copy(tmp_path_factory, "qat", lambda folder: switch_to_qat(project, folder))
+    return repo, (repo / REPRO_LOG).read_text()
 
 
 def test_switching_method_reruns_only_qat_and_what_reads_it(qat_project):

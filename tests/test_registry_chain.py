@@ -76,6 +76,7 @@ def _fine_tune(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> nn.M
     return model.eval()
 
 
+@pytest.mark.chain  # scheduled with the builds (conftest)
 @pytest.mark.parametrize("arch, width", STUDENTS)
 def test_student_survives_pruning_export_and_int8(tmp_path, arch, width):
     torch.manual_seed(0)

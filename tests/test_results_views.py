@@ -85,7 +85,8 @@ def test_plots_name_each_artifact_in_a_legend(project):
 
 README = ("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\n"
           "## Seeds\n<!-- seeds:start -->\n<!-- seeds:end -->\n"
-          "## Students\n<!-- students:start -->\n<!-- students:end -->\ntail\n")
+          "## Students\n<!-- students:start -->\n<!-- students:end -->\n"
+          "## Pruning\n<!-- pruning:start -->\n<!-- pruning:end -->\ntail\n")
 
 
 def block(text: str, name: str) -> str:
@@ -123,33 +124,41 @@ def test_readme_seeds_block_leaves_mcnemar_to_the_full_report(tmp_path):
 
 def test_readme_blocks_of_the_committed_runs_fit_120_columns(tmp_path):
     from lib.exps import load_exp_show, workspace_recipe
-    from lib.report import BLOCK_FILES, SEEDS_REPORT, STUDENTS_EXPS, blocks, write_blocks
+    from lib.report import BLOCK_FILES, PRUNING_REPORT, SEEDS_REPORT, STUDENTS_EXPS, blocks, write_blocks
 
     readme = tmp_path / "README.md"
     readme.write_text(README)
     write_blocks(blocks(json.loads((ROOT / "metrics/benchmark.json").read_text()),
                         json.loads((ROOT / SEEDS_REPORT).read_text()), load_exp_show(ROOT / STUDENTS_EXPS),
-                        workspace_recipe(ROOT)), dict.fromkeys(BLOCK_FILES, readme))
+                        workspace_recipe(ROOT), pruning=json.loads((ROOT / PRUNING_REPORT).read_text())),
+                 dict.fromkeys(BLOCK_FILES, readme))
     text = readme.read_text()
-    for name in ("results", "seeds", "students"):
+    for name in ("results", "seeds", "students", "pruning"):
         lines = block(text, name).splitlines()
         assert len(lines) > 5, name
         assert max(map(len, lines)) <= 120, (name, max(lines, key=len))
     assert text.count("`default`") >= 3 and "quantize.per_channel=false`" in block(text, "seeds")
+    pruning = block(text, "pruning")  # recipes named without their section; each paired with `default`
+    assert "| `default` | 3 |" in pruning and "| `method=unstructured, ratio=0.7515, scope=layer` | 3 |" in pruning
+    assert "prune." not in pruning and pruning.count("`default`, paired") == 1
 
 
 def test_report_writes_each_block_into_its_file(tmp_path):
-    from lib.report import BLOCK_FILES, SEEDS_REPORT, STUDENTS_EXPS
+    from lib.report import BLOCK_FILES, PRUNING_REPORT, SEEDS_REPORT, STUDENTS_EXPS
 
     assert {block: str(path) for block, path in BLOCK_FILES.items()} == {
-        "results": "README.md", "seeds": "docs/recipes.md", "students": "docs/students.md",
+        "results": "README.md", "pruning": "README.md", "seeds": "docs/recipes.md", "students": "docs/students.md",
         "search": "docs/search.md"}
-    for path in ("metrics/benchmark.json", SEEDS_REPORT, STUDENTS_EXPS, "params.yaml"):
+    for path in ("metrics/benchmark.json", SEEDS_REPORT, STUDENTS_EXPS, PRUNING_REPORT, "params.yaml"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text((ROOT / path).read_text())
-    for name, path in BLOCK_FILES.items():  # each file holds its own block only
+    by_file: dict = {}
+    for name, path in BLOCK_FILES.items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():  # each file holds its own blocks only
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(f"# {path}\n<!-- {name}:start -->\nold\n<!-- {name}:end -->\ntail\n")
+        (tmp_path / path).write_text(f"# {path}\n" + "".join(f"<!-- {n}:start -->\nold\n<!-- {n}:end -->\n"
+                                                             for n in names) + "tail\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "lib.report", "--write"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)

@@ -5,6 +5,7 @@ two-cell search on a copy of the tiny project that must reuse its teacher."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -16,13 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_project, run
+from conftest import built_once, copy_project, run
 from lib import workspace
 from lib.errors import UserError
 from lib.grid import (Grid, first_stage, load_grid, ordered_cells, parse_grid, stage_params, teacher_keys,
                       with_cell)
 from lib.pareto import ACC, KB, MS, pareto_front, search_report
-from lib.search import TEACHER_RAN, TEACHER_SKIPPED, check_cells, command, teacher_summary
+from lib.search import LOGS, TEACHER_RAN, TEACHER_SKIPPED, check_cells, command, teacher_summary
 from lib.search_render import cells_csv, front_markdown, plot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,28 @@ def test_every_cell_sets_the_seed_and_every_grid_key():
     assert PARAMS["prune"]["ratio"] != 0.25 and changed["prune"]["lr"] == PARAMS["prune"]["lr"]
 
 
+PAIRED = {"prune": [{"method": "structured", "ratio": 0.5}, {"method": "unstructured", "ratio": 0.75}]}
+
+
+def test_linked_values_set_their_keys_together_in_pairs_not_crossed():
+    grid = parse_grid({"seeds": [42, 43], "grid": PAIRED}, PARAMS)
+    cells = ordered_cells(grid, STAGES)
+    assert [(c["seed"], c["prune"]["method"]) for c in cells] == [
+        (42, "structured"), (42, "unstructured"), (43, "structured"), (43, "unstructured")]
+    assert teacher_keys(cells[1], STAGES) == ["seed"]
+    assert first_stage("prune", STAGES) == first_stage("prune.ratio", STAGES)
+    assert command(cells[1]) == ["dvc", "exp", "run", "-S", "seed=42", "-S", "prune.method=unstructured",
+                                 "-S", "prune.ratio=0.75"]
+    changed = with_cell(PARAMS, cells[1])
+    assert changed["prune"]["method"] == "unstructured" and changed["prune"]["ratio"] == 0.75
+    assert changed["prune"]["lr"] == PARAMS["prune"]["lr"]
+    check_cells(cells)
+
+
 @pytest.mark.parametrize("data, message", [
+    ({"seeds": [42], "grid": {"prune": [{"method": "structured"}, "unstructured"]}}, "mixes mappings"),
+    ({"seeds": [42], "grid": {"prune": [{"method": "structured"}, {"ratio": 0.5}]}}, "sets different keys"),
+    ({"seeds": [42], "grid": {"prune": [{"methd": "structured"}]}}, "prune.methd is not a key of params.yaml"),
     ({"seeds": [42], "grid": {"prune.ration": [0.5]}}, "'prune.ration' is not a key of params.yaml"),
     ({"seeds": [42], "grid": {"seed": [1, 2]}}, "list the seeds under `seeds:`"),
     ({"seeds": [42], "grid": {"prune.ratio": []}}, "expected a non-empty list"),
@@ -165,6 +187,26 @@ def test_front_of_the_grid_s_runs_mean_over_seeds_and_leaves_other_runs_out():
         assert not any(dominates(other, points[name]) for name in report["fronts"][front] for other in points.values())
 
 
+def paired_rev(name: str, seed: int, method: str, ratio: float, acc: float) -> dict:
+    entry = rev(name, seed, "a", ratio, (acc, 100.0, 1.0))
+    entry["data"]["params"]["params.yaml"]["data"]["prune"]["method"] = method
+    return entry
+
+
+def test_a_linked_key_names_its_recipes_by_every_key_it_sets_and_keeps_only_its_pairs():
+    shown = exp_show([paired_rev("main", 1, "structured", 0.5, 0.90), paired_rev("e1", 2, "structured", 0.5, 0.92),
+                      paired_rev("e2", 1, "unstructured", 0.75, 0.80),
+                      paired_rev("crossed", 1, "unstructured", 0.5, 0.99)])  # not a pair of the grid: left out
+    grid = Grid(PAIRED, seeds=[1, 2])
+    report = search_report(shown, grid, {"student": "a", "prune.method": "structured", "prune.ratio": 0.5, "other": 1})
+    assert [c["experiment"] for c in report["cells"]] == ["main", "e1", "e2"]
+    assert [r["recipe"] for r in report["recipes"]] == ["prune.method=structured, prune.ratio=0.5",
+                                                        "prune.method=unstructured, prune.ratio=0.75"]
+    assert report["cells"][2]["params"] == {"prune": {"method": "unstructured", "ratio": 0.75}}
+    assert report["missing"] == ["seed=2, prune.method=unstructured, prune.ratio=0.75"]
+    assert "method=unstructured ratio=0.75" in cells_csv(report)
+
+
 def test_no_run_of_the_grid_says_what_to_do():
     with pytest.raises(UserError, match="run the grid first"):
         search_report(SEARCHED, GRID, {**CURRENT, "other": 3})
@@ -234,23 +276,40 @@ NAMES = [name for name, _ in STAGES]
 EARLY_STAGES = set(NAMES[:NAMES.index("quantize")])  # the stages no quantize param reaches
 
 
-@pytest.fixture(scope="module")
-def searched(project, tmp_path_factory) -> tuple[Path, str, dict]:
-    """A committed copy of the tiny project after `lib.search run` and `front` of a 2-cell grid; the run's
-    output, and the files the search must put back as they were."""
-    repo = copy_project(project, tmp_path_factory.mktemp("search") / "repo")
+KEPT = ("params.yaml", "dvc.lock", "metrics/headline.json")
+
+
+def digests(repo: Path) -> dict[str, str]:
+    return {path: hashlib.sha256((repo / path).read_bytes()).hexdigest() for path in KEPT}
+
+
+def run_search(project: Path, repo: Path) -> None:
+    """The tiny project committed with a 2-cell grid, then `lib.search run` and `front`; the digests of the
+    files the search must put back, and the run's output, beside its cell logs in .dvc/tmp/search."""
+    copy_project(project, repo)
     (repo / "search.yaml").write_text(yaml.safe_dump(SEARCH_GRID))
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny run and a grid"], repo)
-    before = {path: (repo / path).read_bytes() for path in ("params.yaml", "dvc.lock", "metrics/headline.json")}
+    before = digests(repo)
     output = run(["python", "-m", "lib.search", "run", "--grid", "search.yaml"], repo).stdout
     run(["python", "-m", "lib.search", "front", "--grid", "search.yaml"], repo)
-    return repo, output, before
+    (repo / LOGS / "before.json").write_text(json.dumps(before))
+    (repo / LOGS / "output.txt").write_text(output)
+
+
+@pytest.fixture(scope="module")
+def searched(project, tmp_path_factory) -> tuple[Path, str, dict, list[str]]:
+    """This worker's copy of the searched project (built once per session), the search's output, the digests
+    of the files it must put back as they were, and its two cell logs."""
+    built = built_once(tmp_path_factory, "search", lambda repo: run_search(project, repo))
+    repo = copy_project(built, tmp_path_factory.mktemp("search") / "repo")
+    logs = [(built / LOGS / f"cell-{i:03d}.log").read_text() for i in (1, 2)]
+    return (repo, (built / LOGS / "output.txt").read_text(), json.loads((built / LOGS / "before.json").read_text()),
+            logs)
 
 
 def test_search_reuses_the_teacher_in_every_cell_and_reruns_only_late_stages(searched):
-    repo, output, _ = searched
-    logs = [(repo / f".dvc/tmp/search/cell-{i:03d}.log").read_text() for i in (1, 2)]
+    _, output, _, logs = searched
     for log in logs:
         assert TEACHER_SKIPPED in log and TEACHER_RAN not in log
     assert not re.findall(r"Running stage '(\w+)'", logs[0])  # the workspace already held this cell's run
@@ -260,7 +319,7 @@ def test_search_reuses_the_teacher_in_every_cell_and_reruns_only_late_stages(sea
 
 
 def test_search_records_both_cells_and_writes_a_non_dominated_front(searched):
-    repo, _, _ = searched
+    repo, *_ = searched
     out = repo / "plots/search"
     assert {p.name for p in out.iterdir()} >= {"experiments.json", "search.json", "cells.csv", "front.png",
                                                "front.md"}
@@ -278,8 +337,8 @@ def test_search_records_both_cells_and_writes_a_non_dominated_front(searched):
 
 
 def test_search_puts_the_workspace_back_and_its_saved_runs_rebuild_the_front(searched, tmp_path):
-    repo, _, before = searched
-    assert {path: (repo / path).read_bytes() for path in before} == before
+    repo, _, before, _ = searched
+    assert digests(repo) == before
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
     saved = json.loads((repo / "plots/search/search.json").read_text())
     run(["python", "-m", "lib.search", "front", "--grid", "search.yaml", "--exps", "plots/search/experiments.json",

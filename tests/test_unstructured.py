@@ -84,6 +84,20 @@ def test_steps_follow_the_linear_schedule_and_zeros_survive_fine_tuning():
     assert sparsity(model)["pruned_layers"] == pytest.approx(0.5, abs=1e-6)
 
 
+def test_layer_scope_zeroes_the_ratio_of_every_layer_and_global_scope_the_ratio_overall():
+    layer, every = student(), student()
+    for _ in sparsify_steps(layer, 0.75, 2, scope="layer"):
+        pass
+    for _ in sparsify_steps(every, 0.75, 2, scope="global"):
+        pass
+    shares = {scope: [float((m.weight == 0).float().mean()) for m in prunable_layers(make_permanent(model))]
+              for scope, model in (("layer", layer), ("global", every))}
+    sizes = [m.weight.numel() for m in prunable_layers(layer)]
+    assert all(share == pytest.approx(0.75, abs=1 / size) for share, size in zip(shares["layer"], sizes))
+    assert sparsity(layer)["pruned_layers"] == pytest.approx(sparsity(every)["pruned_layers"], abs=1e-3)
+    assert max(shares["global"]) - min(shares["global"]) > 0.2  # layers of small weights lose more
+
+
 def test_a_pruning_step_leaves_a_model_that_copies_and_pickles_to_workers():
     model = student()
     for _ in sparsify_steps(model, 0.3, 2):

@@ -25,6 +25,9 @@ class Task(ABC):
     """What a label is: the methods every task type implements, over its `classes` (or label names)."""
 
     name: ClassVar[str]
+    kind: ClassVar[str]  # the task in words: "single-label" or "multi-label"
+    activation_name: ClassVar[str]  # what `activation` applies, for a deployment's description
+    count_unit: ClassVar[str]  # what `class_counts` counts, for a table's header
     carve_rule: ClassVar[str]  # how a test split is carved from train: "stratified" or "at random"
     table_extra: ClassVar[tuple[str, ...]] = ()  # columns `lib.predict` adds after file, class, probability
 
@@ -114,6 +117,13 @@ class Task(ABC):
         """The decision rule chosen on these (validation) predictions, as `{"rule": name, ...}`; the fixed
         rule where the task chooses none."""
         return {"rule": self.fixed_rule}
+
+    def deployed_rule(self, tuned: dict | None) -> dict:
+        """The decision `lib.predict` applies, as a deployment describes it (`text`); `tuned` is the
+        benchmark's figures under thresholds tuned on val (`{"thresholds", "rule", ...}`), None without them."""
+        return {"rule": "argmax", "text": f"The answer is the class of highest probability (argmax of the "
+                                          f"{self.activation_name}), as `lib.predict` decides; no threshold "
+                                          "is applied."}
 
     def decision_figures(self, labels: np.ndarray, probs: np.ndarray, decision: dict) -> dict | None:
         """This split's figures under `decision` (of `fit_decision`) where `metrics` does not already hold them."""

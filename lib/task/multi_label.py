@@ -40,6 +40,7 @@ class MultiLabelBCE(nn.Module):
 
 class MultiLabel(Task):
     name = "multi-label"
+    kind, activation_name, count_unit = "multi-label", "sigmoid", "images with the label"
     carve_rule = "at random"  # label combinations are too many to stratify by
     agreement_kind, agreement_key = "label", "label_agreement"
     table_extra = ("positive",)
@@ -150,6 +151,16 @@ class MultiLabel(Task):
         """The per-label thresholds of `fit_thresholds`; their test figures are `metrics`' `tuned`."""
         thresholds = self.fit_thresholds(labels, probs)
         return {"rule": "val_f1_per_label", "thresholds": {c: float(t) for c, t in zip(self.classes, thresholds)}}
+
+    def deployed_rule(self, tuned: dict | None) -> dict:
+        rule = {"rule": "threshold", "threshold": THRESHOLD,
+                "text": f"A label is present when its probability (a sigmoid per label) reaches {THRESHOLD}, as "
+                        "`lib.predict` decides by default."}
+        if tuned:
+            rule.update(tuned_thresholds=tuned["thresholds"], tuned_rule=tuned["rule"],
+                        text=rule["text"] + f" Per-label thresholds ({tuned['rule']}) are in `tuned_thresholds` "
+                                            "of preprocessing.json; `predict.py --tuned` applies them.")
+        return rule
 
     def accuracy(self, labels: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> float:
         return float(((probs >= (THRESHOLD if threshold is None else threshold)) == labels).mean())

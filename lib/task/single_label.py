@@ -23,6 +23,7 @@ from lib.task.base import Task, Top, check_not_empty
 
 class SingleLabel(Task):
     name = "multi-class"
+    kind, activation_name, count_unit = "single-label", "softmax", "images"
     carve_rule = "stratified"
     agreement_kind, agreement_key = "top-1", "top1_agreement"
     fixed_rule = "argmax"
