@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 from lib.artifacts import DEPLOYED, headline_metric
 from lib.errors import UserError
-from lib.exps import Run, assignments, collect_runs, differences
-from lib.grid import Grid, cell_text, flat_cell
+from lib.exps import Run, collect_runs, differences
+from lib.grid import Grid, cell_text
 from lib.stats import summary
 
 ACC, AUC, KB, MS, MMACS = (headline_metric(DEPLOYED, key) for key in ("acc", "auc", "kb", "ms", "mmacs"))
@@ -56,8 +56,7 @@ def is_cell(run: Run, grid: Grid, current: dict[str, Any]) -> bool:
 
 def recipe_label(params: dict[str, Any], grid: Grid) -> str:
     """A recipe named by the grid keys that take more than one value (`all runs` if none does)."""
-    varying = flat_cell({k: grid.value(params, k) for k, values in grid.values.items() if len(values) > 1})
-    return assignments(varying, list(varying)) or "all runs"
+    return cell_text({k: grid.value(params, k) for k, values in grid.values.items() if len(values) > 1}) or "all runs"
 
 
 def _finite(value: float | None) -> float | None:
