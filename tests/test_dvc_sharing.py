@@ -38,7 +38,10 @@ def origin(project, tmp_path_factory) -> Path:
 
 def exp_show(repo: Path) -> dict[str, dict]:
     """`dvc exp show --json` as experiment name → {state, params, metrics}."""
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    return _by_name(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
+
+
+def _by_name(shown: list) -> dict[str, dict]:
     return {rev["name"]: {"state": (exp.get("executor") or {}).get("state"),
                           "params": (rev["data"] or {}).get("params", {}).get("params.yaml", {}).get("data", {}),
                           "metrics": (rev["data"] or {}).get("metrics", {})}
@@ -56,7 +59,10 @@ def queued(origin) -> dict[str, dict]:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while True:
-        exps = exp_show(origin)
+        # while a queue worker sets up its executor, `dvc exp show` can fail on its half-made folder: ask again
+        shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=origin, env=tool_env(), capture_output=True,
+                               text=True)
+        exps = _by_name(json.loads(shown.stdout)) if shown.returncode == 0 else {}
         if all(exps.get(name, {}).get("state") in ("success", "failed") for name in QUEUED):
             return exps
         if time.monotonic() > deadline:
