@@ -27,7 +27,7 @@ test: setup           ## set up, then run the unit and end-to-end tests (all but
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
 	python -m pytest -n 2 --dist worksteal --durations=15 tests
 
-report: setup         ## rewrite each generated table in its file: README.md, docs/recipes.md, docs/students.md, docs/search.md
+report: setup         ## rewrite each generated table in its file: README.md and docs/ (recipes, students, pruning)
 	python -m lib.report --write
 
 exps: setup           ## the experiments table, narrow enough for a terminal: headline figures and changed params
@@ -53,7 +53,7 @@ students: setup       ## queue the pipeline once per student in STUDENTS (defaul
 		--metric int8_tflite.ms --metric student_torch.acc --metric pruned_torch.acc
 	python -m lib.report --write
 
-search: setup         ## run the grid of GRID in the workspace (one teacher per seed); its Pareto front into docs/search.md
+search: setup         ## run the grid of GRID in the workspace (one teacher per seed); its Pareto front into README.md
 	python -m lib.search run --grid $(GRID)
 	python -m lib.search front --grid $(GRID)
 	python -m lib.report --write

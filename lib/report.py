@@ -5,9 +5,9 @@
     python -m lib.report --experiments   # `dvc exp show`, narrowed to the headline figures (`make exps`)
 
 The tables are generated from the metrics of real runs, never typed by hand. A block is the text between
-`<!-- name:start -->` and `<!-- name:end -->`: `results` and `pruning` (structured vs unstructured over seeds) in
-README.md, `seeds` (the multi-seed comparison) in docs/recipes.md, `students` in docs/students.md, `search` (the
-Pareto front of `make search`) in docs/search.md.
+`<!-- name:start -->` and `<!-- name:end -->`: `results` and `search` (the Pareto front of `make search`) in
+README.md, `seeds` (the multi-seed comparison) in docs/recipes.md, `students` in docs/students.md, `pruning`
+(structured vs unstructured over seeds) in docs/pruning.md.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from lib.render import fitted, mean_difference, mean_std, p_value, recipe_note, 
 
 RESULTS_BLOCK, SEEDS_BLOCK, STUDENTS_BLOCK, SEARCH_BLOCK = "results", "seeds", "students", "search"
 PRUNING_BLOCK = "pruning"
-BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), PRUNING_BLOCK: Path("README.md"),
+BLOCK_FILES = {RESULTS_BLOCK: Path("README.md"), PRUNING_BLOCK: Path("docs/pruning.md"),
                SEEDS_BLOCK: Path("docs/recipes.md"), STUDENTS_BLOCK: Path("docs/students.md"),
-               SEARCH_BLOCK: Path("docs/search.md")}  # the file that holds each generated block
+               SEARCH_BLOCK: Path("README.md")}  # the file that holds each generated block
 BENCHMARK = Path("metrics/benchmark.json")
 SEEDS_MD = "plots/compare/compare.md"  # the whole comparison, written by `make compare` (lib.compare)
 SEEDS_REPORT = Path("plots/compare/compare.json")  # the same as data, which the seeds block shows in part
@@ -178,8 +178,8 @@ def seeds_block(report: dict) -> str:
 
 
 def pruning_block(report: dict) -> str:
-    """The README's pruning ablation (`lib.compare`'s report): per recipe its seeds, the deployed model's mean ±
-    std accuracy and AUC, mean size and latency, and its accuracy paired by seed with `default`. Recipes are
+    """The pruning ablation of docs/pruning.md (`lib.compare`'s report): per recipe its seeds, the deployed model's
+    mean ± std accuracy and AUC, mean size and latency, and its accuracy paired by seed with `default`. Recipes are
     named without their keys' section (`prune.`), which every recipe here shares."""
     summary, paired = report["recipes"], {t["recipe"]: t for t in report["paired"]
                                            if t["metric"] == PRUNING_METRICS[0]}

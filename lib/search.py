@@ -13,7 +13,7 @@ Each cell's log is kept in .dvc/tmp/search/.
 `front` reads the finished runs from `dvc exp show --json` (or --exps, e.g. the saved experiments.json) and
 writes the out folder: experiments.json (the runs read, without this machine's executor details), search.json
 (every cell, mean ± std per recipe, the fronts), cells.csv, front.png, and front.md, which
-`python -m lib.report --write` places in docs/search.md.
+`python -m lib.report --write` places in README.md.
 """
 
 from __future__ import annotations

@@ -348,24 +348,31 @@ def multi_label(tmp_path_factory) -> Path:
 
 
 CAPSULE_CLASSES = ("Bleeding", "Lymphangiectasia", "Polyp", "Ulcer")
-START_WEIGHTS = "weights/teacher.pt"  # an earlier run's teacher, where the capsule run's teacher starts
+START_WEIGHTS = "weights/teacher.pt"  # where the capsule run's teacher starts: a checkpoint as a run writes it
+CAPSULE_SIZE = 32  # the model's input; the JPEGs are 64 px, so the reader resizes them as it would real scans
+
+
+def capsule_data(dest: Path) -> None:
+    make_imagefolder(dest, {"train": 16, "val": 6, "test": 6}, CAPSULE_CLASSES, layout="class", size=64, rgb=True,
+                     suffix=".jpg")
 
 
 def capsule_run(repo: Path) -> Path:
-    """The teacher of a first tiny run, then the whole DAG with `teacher_weights` set to that checkpoint."""
-    tiny_run(repo, lambda d: make_imagefolder(d, {"train": 16, "val": 6, "test": 6}, CAPSULE_CLASSES,
-                                              layout="class", size=64, rgb=True, suffix=".jpg"),
-             {"source": "imagefolder", "image_size": 64}, "train_teacher", prune={"ratio": 0.0},
-             distill={"alpha": 0.0})
-    (repo / START_WEIGHTS).parent.mkdir()
-    shutil.copy(repo / "models/teacher.pt", repo / START_WEIGHTS)
-    edit_params(repo, teacher_weights=START_WEIGHTS)
-    return repro(repo)
+    """The whole DAG with `teacher_weights` set to a checkpoint of the teacher's network (written as
+    `train_teacher` writes one, from seeded initial weights: what it holds does not matter, that it loads does)."""
+    from lib.models import ModelSpec, build_from_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    spec = ModelSpec("resnet18", len(CAPSULE_CLASSES), 3, CAPSULE_SIZE)
+    (repo / START_WEIGHTS).parent.mkdir(parents=True)
+    save_checkpoint(build_from_spec(spec), spec, repo / START_WEIGHTS)
+    return tiny_run(repo, capsule_data, {"source": "imagefolder", "image_size": CAPSULE_SIZE},
+                    teacher_weights=START_WEIGHTS, prune={"ratio": 0.0}, distill={"alpha": 0.0})
 
 
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory) -> Path:
-    """A capsule-endoscopy-shaped ImageFolder set (four classes, class-first layout, RGB JPEGs at 64 px) through
-    the whole DAG, its teacher started from an earlier run's checkpoint, pruning (ratio 0) and distillation
+    """A capsule-endoscopy-shaped ImageFolder set (four classes, class-first layout, RGB JPEGs at 64 px read at
+    32) through the whole DAG, its teacher started from a checkpoint, pruning (ratio 0) and distillation
     (alpha 0) off."""
     return own_copy(tmp_path_factory, "folder", capsule_run)

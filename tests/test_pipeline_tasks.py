@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CAPSULE_CLASSES, START_WEIGHTS, label_image, run, save_png
+from conftest import CAPSULE_CLASSES, CAPSULE_SIZE, START_WEIGHTS, label_image, run, save_png
 from test_pipeline_e2e import ARTIFACTS
 
 
@@ -97,7 +97,7 @@ def test_multi_label_predict_cli_lists_each_label(multi_label):
 
 def test_capsule_shaped_imagefolder_runs_the_whole_dag_from_a_checkpoint_with_pruning_and_distillation_off(folder):
     meta = read(folder, "data/processed/meta.json")
-    assert meta["image_size"] == 64 and meta["channels"] == 3 and "task" not in meta
+    assert meta["image_size"] == CAPSULE_SIZE and meta["channels"] == 3 and "task" not in meta
     assert meta["classes"] == list(CAPSULE_CLASSES) and meta["counts"]["train"] == dict.fromkeys(CAPSULE_CLASSES, 16)
     bench = assert_finished_with_int8_and_parity(folder, "top1_agreement")
     assert set(bench["int8_tflite"]["test"]["per_class"]) == set(CAPSULE_CLASSES)

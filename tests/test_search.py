@@ -227,7 +227,7 @@ def test_front_renders_as_markdown_csv_and_plot(tmp_path):
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_places_the_committed_front_in_docs_search(tmp_path, monkeypatch):
+def test_report_places_the_committed_front_in_the_readme(tmp_path, monkeypatch):
     from lib.report import NO_SEARCH, SEARCH_BLOCK, SEARCH_FRONT, blocks, committed_blocks
 
     bench = json.loads((ROOT / "metrics/benchmark.json").read_text())
