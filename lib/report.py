@@ -158,16 +158,11 @@ def _seeds_paired(report: dict, metrics: list[str], names: list[str]) -> list[st
             *small_n_warning(paired)]
 
 
-def _chosen(report: dict, wanted: list[str]) -> tuple[list[str], list[str]]:
-    """The metrics of `wanted` that the report holds (else its first ones), and their column names."""
-    metrics = [m for m in wanted if m in report["metrics"]] or report["metrics"][:len(wanted)]
-    return metrics, [COLUMNS.get(m, (f"`{m}`",))[0] for m in metrics]
-
-
 def seeds_block(report: dict) -> str:
     """The docs' part of a comparison (`lib.compare`'s report): mean ± std and paired tests of a few
     headline metrics; the rest is in SEEDS_MD."""
-    metrics, names = _chosen(report, SEEDS_METRICS)
+    metrics = [m for m in SEEDS_METRICS if m in report["metrics"]] or report["metrics"][:len(SEEDS_METRICS)]
+    names = [COLUMNS.get(m, (f"`{m}`",))[0] for m in metrics]
     lines = ["### Experiments compared across seeds", "",
              *wrapped(f"{recipe_note(report['baseline_params'], report.get('baseline_vs_params_yaml'))} Every "
                       f"metric, the experiments of each recipe and the McNemar tests of each run: [{SEEDS_MD}]"
@@ -181,15 +176,15 @@ def pruning_block(report: dict) -> str:
     """The pruning ablation of docs/pruning.md (`lib.compare`'s report): per recipe its seeds, the deployed model's
     mean ± std accuracy and AUC, mean size and latency, and its accuracy paired by seed with `default`. Recipes are
     named without their keys' section (`prune.`), which every recipe here shares."""
-    summary, paired = report["recipes"], {t["recipe"]: t for t in report["paired"]
-                                           if t["metric"] == PRUNING_METRICS[0]}
-    rows = [["`" + SECTION.sub(r"\1", name) + "`", str(summary[name]["summary"][PRUNING_METRICS[0]]["n"]),
-             *(mean_std(summary[name]["summary"][m]) for m in PRUNING_METRICS[:2]),
-             f"{summary[name]['summary'][PRUNING_METRICS[2]]['mean']:,.0f}",
-             f"{summary[name]['summary'][PRUNING_METRICS[3]]['mean']:.3f}",
+    acc, auc, *costs = PRUNING_METRICS
+    summary, paired = report["recipes"], {t["recipe"]: t for t in report["paired"] if t["metric"] == acc}
+    rows = [["`" + SECTION.sub(r"\1", name) + "`", str(summary[name]["summary"][acc]["n"]),
+             *(mean_std(summary[name]["summary"][m]) for m in (acc, auc)),
+             *(f"{summary[name]['summary'][m]['mean']:{COLUMNS[m][1]}}" for m in costs),
              mean_difference(paired[name]) if name in paired else "—"]
             for name in dict.fromkeys([DEFAULT_RECIPE, *paired])]
-    header = ["recipe", "n", "INT8 acc", "INT8 AUC", "INT8 KiB", "INT8 ms", f"INT8 acc − `{DEFAULT_RECIPE}`, paired"]
+    header = ["recipe", "n", *(COLUMNS[m][0] for m in PRUNING_METRICS),
+              f"{COLUMNS[acc][0]} − `{DEFAULT_RECIPE}`, paired"]
     return "\n".join(fitted(header, rows)).rstrip("\n")
 
 
