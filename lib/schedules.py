@@ -40,4 +40,18 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     None for `decay` 0 (off). `update_parameters(model)` after each optimizer step moves it."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=warmed_up_ema(decay), use_buffers=True)
+
+
+def warmed_up_ema(decay: float):
+    """The EMA update with TensorFlow's warm-up (`ExponentialMovingAverage(num_updates=…)`): the n-th update
+    uses min(decay, (1 + n) / (10 + n)).
+
+    Without it the first weights, random or just pruned, fade as decay^n: after the 37 steps of one
+    PneumoniaMNIST epoch a 0.99 average would still be 69 % the weights the run started from.
+    """
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(averaged, current, n_averaged)
+    return update

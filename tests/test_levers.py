@@ -72,18 +72,29 @@ def fit_tiny(schedule: Schedule, **loader_levers) -> tuple[nn.Module, dict]:
 def test_fit_validates_and_returns_the_moving_average(monkeypatch):
     RecordingAverage.made.clear()
     monkeypatch.setattr(schedules, "AveragedModel", RecordingAverage)
-    decay = 0.6
+    decay = 0.2  # below the warm-up's (1 + n) / (10 + n) from the second update on
     model, info = fit_tiny(Schedule(epochs=1, lr=0.05, weight_decay=0.0, monitor="auc", ema_decay=decay))
     (average,) = RecordingAverage.made
     assert len(average.live) == 4 and info["best_epoch"] == 1  # one update per optimizer step
     expected = average.live[0]
-    for live in average.live[1:]:  # EMA_0 = w_1, EMA_t = decay·EMA_{t-1} + (1 − decay)·w_t
-        expected = {k: decay * expected[k] + (1 - decay) * live[k] for k in expected}
+    for n, live in enumerate(average.live[1:], 1):  # EMA_0 = w_1, EMA_n = d_n·EMA_{n-1} + (1 − d_n)·w_{n+1}
+        d = min(decay, (1 + n) / (10 + n))  # 2/11, then the ceiling 0.2
+        expected = {k: d * expected[k] + (1 - d) * live[k] for k in expected}
     returned, last_live = float_state(model), average.live[-1]
     for key in expected:
         assert torch.allclose(returned[key], expected[key], atol=1e-6), key
     assert any(not torch.allclose(returned[k], last_live[k]) for k in returned)  # not the live weights
     assert "1.running_mean" in returned  # batch-norm statistics are averaged too
+
+
+def test_the_average_warms_up_so_a_short_run_does_not_keep_its_first_weights():
+    first, live = [torch.zeros(3)], [torch.ones(3)]
+    update = schedules.warmed_up_ema(0.99)
+    update(first, live, torch.tensor(1))  # the first update after the copy: decay 2/11, not 0.99
+    assert torch.allclose(first[0], torch.full((3,), 9 / 11))
+    late = [torch.zeros(3)]
+    update(late, live, torch.tensor(10_000))  # long after the warm-up: the ceiling
+    assert torch.allclose(late[0], torch.full((3,), 0.01))
 
 
 def test_without_ema_no_average_is_made():
