@@ -3,14 +3,16 @@
     dvc exp run --queue -S seed=43 && dvc exp run --queue -S seed=44 && dvc queue start
     python -m lib.compare [--exps FILE] [--metric int8_tflite.acc ...] [--baseline RECIPE_OR_EXP]
                           [--pair teacher_torch int8_tflite ...] [--md OUT.md] [--plot OUT.png] [--json OUT.json]
-                          [--mcnemar-from EARLIER.json|EARLIER.md]
+                          [--mcnemar-from EARLIER.json|EARLIER.md] [--grid LEVER.yaml ...]
 
 A *recipe* is an experiment's params without `seed`; its runs are the seeds. The baseline recipe is called
 `default`: the recipe of the workspace's params.yaml where some runs have it, else the commit's, or the one
 `--baseline` names. Every other recipe is named by the params it changes. For every recipe the report gives mean ±
 sample std of the headline metrics; each recipe is compared with the baseline by a paired test over the seeds
 both ran (exact Wilcoxon signed-rank and a bootstrap CI of the mean difference); within every run, two
-artifacts are compared image by image with an exact McNemar test on the test predictions.
+artifacts are compared image by image with an exact McNemar test on the test predictions. With `--grid`, only
+the cells of the given grid files (lib.grid) and the runs of params.yaml's recipe at their seeds are compared,
+whatever else the repository's experiments hold.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from lib.errors import UserError
 from lib.exps import (DEFAULT_RECIPE, HEADLINE, PREDICTIONS, Run, collect_runs, correct_by_artifact, default_recipe,
                       differences, load_exp_show, portable, read_predictions, recipe_labels, varying_keys,
                       workspace_recipe)
+from lib.grid import Grid, load_grid
 from lib.io import atomic_path, write_json
+from lib.pareto import is_cell
 from lib.stats import mcnemar, paired_test, summary
 
 DEFAULT_METRICS = [headline_metric(artifact, key) for artifact, key in (
@@ -122,6 +126,12 @@ def mcnemar_per_run(runs: list[Run], pairs: list[tuple[str, str]], repo: Path,
     return tests, notes + ([_carried_note(carried, earlier)] if carried else [])
 
 
+def in_grids(run: Run, grids: list[Grid], current: dict[str, Any]) -> bool:
+    """Whether a run is a cell of one of `grids` on top of `current` (params.yaml's recipe), or a run of
+    `current` itself at one of their seeds."""
+    return any(is_cell(run, grid, current) or is_cell(run, Grid({}, grid.seeds), current) for grid in grids)
+
+
 def _seed_order(run: Run) -> tuple:
     """Numeric seeds in numeric order (42 before 100), anything else after them as text."""
     numeric = isinstance(run.seed, (int, float)) and not isinstance(run.seed, bool)
@@ -130,7 +140,8 @@ def _seed_order(run: Run) -> tuple:
 
 def compare(shown: list, metrics: list[str] | None = None, baseline: str | None = None,
             pairs: list[tuple[str, str]] | None = None, repo: Path = Path("."),
-            metrics_file: str = HEADLINE, mcnemar_from: Path | None = None) -> dict:
+            metrics_file: str = HEADLINE, mcnemar_from: Path | None = None,
+            grids: list[Grid] | None = None) -> dict:
     """The whole comparison as one JSON-ready mapping (the Markdown and the plot are drawn from it).
 
     `repo` holds the predictions of the McNemar tests and the params.yaml whose recipe is the default baseline.
@@ -138,6 +149,16 @@ def compare(shown: list, metrics: list[str] | None = None, baseline: str | None 
     found = collect_runs(shown, metrics_file)
     runs = sorted(found.runs, key=_seed_order)
     current = workspace_recipe(repo)
+    notes = list(found.notes)
+    if grids:
+        if current is None:
+            raise UserError("--grid: params.yaml not found; a grid's cells are changes to its recipe")
+        runs = [r for r in runs if in_grids(r, grids, current)]
+        if not runs:
+            raise UserError("--grid: no finished run is a cell of the grids or params.yaml's recipe at their seeds")
+        left_out = len(found.runs) - len(runs)
+        notes += [f"left out {left_out} finished run(s) that are neither cells of the grids nor "
+                  "params.yaml's recipe at their seeds"] * bool(left_out)
     base = pick_baseline(baseline, runs, current)
     labels = recipe_labels(runs, base)
     recipes: dict[str, list[Run]] = {DEFAULT_RECIPE: []}  # the baseline first
@@ -159,7 +180,7 @@ def compare(shown: list, metrics: list[str] | None = None, baseline: str | None 
         } for recipe, members in recipes.items()},
         "paired": paired_tests(recipes, metrics),
         "mcnemar": [{**t, "recipe": recipe_of[t["run"]]} for t in mcnemar_tests],
-        "notes": found.notes + mcnemar_notes,
+        "notes": notes + mcnemar_notes,
     }
 
 
@@ -181,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--mcnemar-from", type=Path, help="an earlier report (its .json, or its .md) whose "
                         "McNemar tests of a run are kept where this repository lacks the run's predictions, e.g. "
                         "its experiment refs are gone; the notes list the runs carried over")
+    parser.add_argument("--grid", action="append", type=Path, help="compare only the cells of this grid file "
+                        "(as lib.search reads it) and params.yaml's recipe at its seeds (repeatable)")
     parser.add_argument("--md", help="write the Markdown report here instead of stdout")
     parser.add_argument("--json", help="also write the report as JSON")
     parser.add_argument("--plot", help="write a PNG of --plot-metric per artifact and recipe")
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.save_exps:
         write_json(args.save_exps, portable(shown))
     report = compare(shown, args.metric, args.baseline, args.pair, metrics_file=args.metrics_file,
-                     mcnemar_from=args.mcnemar_from)
+                     mcnemar_from=args.mcnemar_from, grids=[load_grid(path) for path in args.grid or []])
     if args.plot:
         render.plot(report, args.plot_metric, args.plot)
     if args.json:

@@ -21,10 +21,12 @@ from lib.task import Task
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             temperature: float, alpha: float, hard_loss: nn.Module, task: Task) -> torch.Tensor:
-    """α·T²·soft(s/T, t/T) + (1−α)·hard_loss(s, y)  (Hinton et al., 2015), soft as the task defines it.
+    """α·T²·soft(s/T, t/T) + (1−α)·hard_loss(s, y)  (Hinton et al., 2015), soft as the task defines it, at the
+    temperature the task distils at (`Task.distillation_temperature`: multi-label data at 1).
 
     T² keeps the soft term's gradients on the same scale as the hard term's whatever the temperature.
     """
+    temperature = task.distillation_temperature(temperature)
     soft = task.soft_loss(student_logits / temperature, teacher_logits / temperature)
     return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss(student_logits, labels)
 

@@ -14,6 +14,7 @@ import scipy.stats
 
 from lib import compare, exps, render, stats
 from lib.errors import UserError
+from lib.grid import Grid
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp_show.json"
 PREDICTIONS_CSV = """artifact,index,label,predicted,p_a,p_b
@@ -240,6 +241,17 @@ def test_default_baseline_is_the_recipe_of_the_current_commit(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
     assert report["baseline_params"] == {"recipe.x": 1}
     assert [r["seed"] for r in report["recipes"]["default"]["runs"]] == [43, 44, 100]
+
+
+def test_grid_keeps_its_cells_and_the_baseline_at_its_seeds_only(shown, tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 42\nrecipe: {x: 1, name: base}\n")
+    lever = Grid({"recipe.x": [2]}, seeds=[42, 43])
+    report = compare.compare(shown, repo=tmp_path, grids=[lever])
+    assert {name: [r["seed"] for r in recipe["runs"]] for name, recipe in report["recipes"].items()} == {
+        "default": [42, 43], "recipe.x=2": [42, 43]}  # neither run at seed 44
+    assert any(n.startswith("left out 2 finished run(s)") for n in report["notes"])
+    with pytest.raises(UserError, match="no finished run is a cell"):
+        compare.compare(shown, repo=tmp_path, grids=[Grid({"recipe.x": [3]}, seeds=[46])])
 
 
 def test_unknown_baseline_lists_recipes(shown, tmp_path):

@@ -74,6 +74,10 @@ class Task(ABC):
     def soft_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """The distillation term between logits already divided by the temperature."""
 
+    def distillation_temperature(self, configured: float) -> float:
+        """The temperature the soft targets are taken at: `distill.temperature`."""
+        return configured
+
     @abstractmethod
     def class_weights(self, labels: np.ndarray, mode: str) -> torch.Tensor | None:
         """`train.class_weights`: None for 'none'; 'balanced' weighs rare classes up."""

@@ -96,6 +96,19 @@ class MultiLabel(Task):
         entropy (a constant: the same gradients)."""
         return F.binary_cross_entropy_with_logits(student_logits, torch.sigmoid(teacher_logits))
 
+    def distillation_temperature(self, configured: float) -> float:
+        """1, whatever `distill.temperature` says.
+
+        A temperature softens a softmax so the student sees how the teacher ranks the wrong classes; a label's
+        sigmoid has no other classes to rank. At T > 1 the soft term's gradient, T·(σ(s/T) − σ(t/T)), stays
+        large on labels the student already gets right (teacher logit 8, student 4: −0.60 at T = 4, −0.02 at
+        T = 1), so its steps go to matching the teacher's logit scale instead of to the labels it gets
+        wrong. On a 10-label set (3,000 images at 32 px, 8 epochs, teacher test AUC 1.000) the distilled
+        MobileNetV2's test AUC went from 0.959 and 0.967 at T = 4 to 0.989 and 0.979 at 1 (seeds 42, 43;
+        docs/tasks.md).
+        """
+        return 1.0
+
     def class_weights(self, labels: np.ndarray, mode: str) -> torch.Tensor | None:
         """'balanced': negatives / positives per label, BCE's `pos_weight`."""
         if mode == "none":
