@@ -18,7 +18,7 @@ from lib.errors import UserError
 from lib.loader import make_loader
 from lib.losses import DistillationLoss, HardLabelLoss, kd_loss
 from lib.models import build
-from lib.task import MultiLabel, SingleLabel
+from lib.task import SingleLabel
 
 from conftest import synthetic_split
 from lib.training import Schedule, fit, recalibrate_batch_norm, train_one_epoch
@@ -91,16 +91,6 @@ def test_mixture_weights_soft_and_hard_terms(logits):
     expected = alpha * temperature ** 2 * manual_kl(student, teacher, temperature) \
         + (1 - alpha) * F.cross_entropy(student, labels)
     assert torch.allclose(loss, expected, rtol=1e-5)
-
-
-def test_multi_label_distils_each_sigmoid_at_temperature_one():
-    """A per-label sigmoid has no wrong classes for a temperature to reveal (`distillation_temperature`)."""
-    task = MultiLabel(["x", "y", "z"])
-    g = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g) * 4
-    labels = (teacher > 0).float()
-    loss = kd_loss(student, teacher, labels, 4.0, 1.0, task.hard_loss(None, 0.0), task)
-    assert torch.allclose(loss, F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher)))
 
 
 def _teacher() -> nn.Module:
