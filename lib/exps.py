@@ -127,7 +127,7 @@ def entry_params(entry: dict) -> dict[str, Any]:
 
 def _run_from(entry: dict, state: str | None, is_commit: bool, metrics_file: str) -> Run | str:
     """A Run, or the reason this entry is not one."""
-    name = entry.get("name") or entry["rev"][:7]
+    name = entry.get("name") or (WORKSPACE if entry["rev"] == WORKSPACE else entry["rev"][:7])
     if state not in (None, "success"):
         return f"skipped {name}: {state}"
     data = entry.get("data")

@@ -73,17 +73,22 @@ def cells_csv(report: dict) -> str:
 
 
 def _panel(ax, report: dict, cost: str, front: str) -> None:
-    """Every recipe's mean ± std; the front's recipes in colour, joined by the step of the front."""
-    for recipe in report["recipes"]:
+    """Every recipe's mean ± std, named; the front's recipes in colour, joined by the step of the front."""
+    shown = [r for r in report["recipes"] if r["summary"][cost]["mean"] is not None
+             and r["summary"][ACC]["mean"] is not None]
+    rightmost = max((r["summary"][cost]["mean"] for r in shown), default=None)
+    off_front = 0
+    for recipe in shown:
         x, y = recipe["summary"][cost], recipe["summary"][ACC]
-        if x["mean"] is None or y["mean"] is None:
-            continue
         on = front in recipe["front"]
+        off_front += not on
         ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=2,
                     color="tab:red" if on else "0.6", zorder=3 if on else 2)
-        if on:
-            ax.annotate(recipe["recipe"], (x["mean"], y["mean"]), fontsize=6, xytext=(4, -8),
-                        textcoords="offset points")
+        last = x["mean"] == rightmost  # its name goes to the left of it, inside the panel
+        ax.annotate(recipe["recipe"], (x["mean"], y["mean"]), fontsize=6, xytext=(-4 if last else 4, -8),
+                    textcoords="offset points", ha="right" if last else "left", color="black" if on else "0.45")
+    if off_front:
+        ax.errorbar([], [], fmt="o", color="0.6", label=f"off the front ({off_front} recipes)")
     members = [next(r for r in report["recipes"] if r["recipe"] == name) for name in report["fronts"][front]]
     ax.step([r["summary"][cost]["mean"] for r in members], [r["summary"][ACC]["mean"] for r in members],
             where="post", color="tab:red", linewidth=1, label=f"Pareto front ({len(members)} recipes)")

@@ -108,6 +108,15 @@ def test_workspace_with_new_results_is_a_run_of_its_own(shown):
     assert [r.seed for r in exps.collect_runs(dirty).runs].count(45) == 1
 
 
+def test_a_commit_that_repeats_a_changed_workspace_is_skipped_in_the_workspace_s_name(shown):
+    changed = copy.deepcopy(shown)
+    headline = changed[0]["data"]["metrics"]["metrics/headline.json"]["data"]
+    artifact = next(iter(headline))
+    headline[artifact]["acc"] = 0.5
+    notes = exps.collect_runs(changed).notes
+    assert f"skipped {changed[1]['name']}: same params and seed as workspace" in notes
+
+
 def test_params_that_differ_between_rows_are_listed(shown):
     assert exps.varying_params(shown) == ["recipe.x", "seed"]
 
