@@ -206,7 +206,7 @@ def plot(report: dict, metric: str, out: str | Path) -> None:
         ax.errorbar(x, mean, yerr=std, fmt="o", capsize=3, label=f"{name} (n={len(recipe['runs'])})")
     ax.set_xticks(np.arange(len(artifacts)), artifacts, rotation=30, ha="right")
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: never over a point
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120)
