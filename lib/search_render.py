@@ -77,16 +77,15 @@ def _panel(ax, report: dict, cost: str, front: str) -> None:
     shown = [r for r in report["recipes"] if r["summary"][cost]["mean"] is not None
              and r["summary"][ACC]["mean"] is not None]
     rightmost = max((r["summary"][cost]["mean"] for r in shown), default=None)
-    off_front = 0
     for recipe in shown:
         x, y = recipe["summary"][cost], recipe["summary"][ACC]
         on = front in recipe["front"]
-        off_front += not on
         ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=2,
                     color="tab:red" if on else "0.6", zorder=3 if on else 2)
         last = x["mean"] == rightmost  # its name goes to the left of it, inside the panel
         ax.annotate(recipe["recipe"], (x["mean"], y["mean"]), fontsize=6, xytext=(-4 if last else 4, -8),
                     textcoords="offset points", ha="right" if last else "left", color="black" if on else "0.45")
+    off_front = sum(front not in r["front"] for r in shown)
     if off_front:
         ax.errorbar([], [], fmt="o", color="0.6", label=f"off the front ({off_front} recipes)")
     members = [next(r for r in report["recipes"] if r["recipe"] == name) for name in report["fronts"][front]]
