@@ -7,6 +7,7 @@ export PATH := $(BIN):$(PATH)
 SEEDS ?= 43 44
 STUDENTS ?= efficientnet_b0 mobilenetv3_large mobilenetv3_small mnasnet
 GRID ?= search.yaml
+PRESET ?=
 
 .PHONY: setup repro test test-all report exps plots seeds compare students search clean-venv
 
@@ -17,8 +18,12 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-repro: setup          ## set up, then run the default pipeline and print the results table
+repro: setup          ## set up, run the default pipeline (PRESET=name: a preset of presets/), print the results table
+ifeq ($(PRESET),)
 	dvc repro
+else
+	python -m lib.preset $(PRESET)
+endif
 	python -m lib.report
 
 test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones) on two workers

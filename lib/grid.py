@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lib.config import Params, from_dict
 from lib.errors import UserError
 from lib.exps import assignments, flatten
 
@@ -151,6 +152,14 @@ def teacher_keys(cell: dict[str, Any], stages: list[tuple[str, list[str]]]) -> l
     """The keys of a cell that the teacher (or a stage before it) reads: cells that agree on them share it."""
     teacher = next((i for i, (name, _) in enumerate(stages) if name == TEACHER_STAGE), -1)
     return [k for k in cell if first_stage(k, stages) <= teacher]
+
+
+def check_recipe(params: dict, cell: dict[str, Any]) -> None:
+    """Raise the stages' UserError if params.yaml's content `params`, with the cell's keys set, is a recipe
+    they would refuse (a value out of range, an unknown model, a width the student does not have)."""
+    from lib.models import check_params  # torch: only when a recipe is about to run
+
+    check_params(from_dict(Params, with_cell(params, cell)))
 
 
 def with_cell(params: dict, cell: dict[str, Any]) -> dict:

@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from lib import cli, workspace
-from lib.config import PARAMS_FILE, Params, from_dict
+from lib.config import PARAMS_FILE
 from lib.errors import UserError
 from lib.exps import assignment, load_exp_show, portable, workspace_recipe
-from lib.grid import (GRID_FILE, TEACHER_STAGE, cell_text, flat_cell, load_grid, ordered_cells, stage_params,
-                      teacher_keys, with_cell)
+from lib.grid import (GRID_FILE, TEACHER_STAGE, cell_text, check_recipe, flat_cell, load_grid, ordered_cells,
+                      stage_params, teacher_keys)
 from lib.io import atomic_path, write_json
 from lib.pareto import search_report
 from lib.search_render import cells_csv, front_markdown, plot
@@ -51,12 +51,10 @@ def command(cell: dict[str, Any]) -> list[str]:
 
 def check_cells(cells: list[dict[str, Any]]) -> None:
     """Refuse, before the first cell runs, a cell whose params the stages would refuse (values, models)."""
-    from lib.models import check_params  # torch: only when the grid is about to run
-
     params = yaml.safe_load(PARAMS_FILE.read_text()) or {}
     for cell in cells:
         try:
-            check_params(from_dict(Params, with_cell(params, cell)))
+            check_recipe(params, cell)
         except UserError as err:
             raise UserError(f"the cell {cell_text(cell)} is not a valid recipe: {err}; "
                             "change the grid") from None
