@@ -23,8 +23,9 @@ import yaml
 from lib import cli
 from lib.config import PARAMS_FILE
 from lib.errors import UserError
-from lib.exps import assignment, flatten
+from lib.exps import flatten
 from lib.grid import SEED, check_recipe
+from lib.search import command
 
 PRESETS = Path("presets")
 
@@ -64,10 +65,6 @@ def load_preset(name: str, folder: Path = PRESETS, params_file: Path = PARAMS_FI
     except UserError as err:
         raise UserError(f"{path} is not a valid recipe: {err}; change the preset") from None
     return preset
-
-
-def command(preset: dict[str, Any]) -> list[str]:
-    return ["dvc", "exp", "run", *(arg for key, value in preset.items() for arg in ("-S", assignment(key, value)))]
 
 
 def parser() -> argparse.ArgumentParser:
