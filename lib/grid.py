@@ -81,13 +81,26 @@ def _check_linked(key: str, values: list, params: dict[str, Any]) -> None:
                         f"the section {key}, one of: {', '.join(k for k in params if k.startswith(f'{key}.'))}")
 
 
+def unknown_key(key: str, params: dict[str, Any]) -> str:
+    """What to say of `key`, not a key of params.yaml (`params`: its flat keys): the keys there are."""
+    return (f"{key!r} is not a key of params.yaml; write a dotted key as `dvc exp run -S` takes it, one of: "
+            f"{', '.join(k for k in params if k != SEED)}")
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of a YAML file that a person wrote (a grid, a preset); a syntax error says so, with the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+
+
 def _check_values(key: str, values: Any, params: dict[str, Any]) -> list:
     if key == SEED:
         raise UserError("grid: `seed` is not a grid key; list the seeds under `seeds:` at the top level")
     linked = isinstance(values, list) and any(isinstance(v, dict) for v in values)
     if key not in params and not (linked and any(k.startswith(f"{key}.") for k in params)):
-        raise UserError(f"grid: {key!r} is not a key of params.yaml; write a dotted key as `dvc exp run -S` "
-                        f"takes it, one of: {', '.join(k for k in params if k != SEED)}")
+        raise UserError(f"grid: {unknown_key(key, params)}")
     if not isinstance(values, list) or not values:
         raise UserError(f"grid.{key}: got {values!r}; expected a non-empty list of values, e.g. [0.25, 0.5]")
     if len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
@@ -114,11 +127,7 @@ def load_grid(path: str | Path = GRID_FILE, params_file: str | Path = "params.ya
     path = Path(path)
     if not path.is_file():
         raise UserError(f"grid file {path} not found; write one (see docs/search.md) or pass --grid FILE")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
-    return parse_grid(data, yaml.safe_load(Path(params_file).read_text()) or {})
+    return parse_grid(read_yaml(path), yaml.safe_load(Path(params_file).read_text()) or {})
 
 
 def stage_params(dvc_yaml: dict) -> list[tuple[str, list[str]]]:

@@ -24,7 +24,7 @@ from lib import cli
 from lib.config import PARAMS_FILE
 from lib.errors import UserError
 from lib.exps import flatten
-from lib.grid import SEED, check_recipe
+from lib.grid import SEED, check_recipe, read_yaml, unknown_key
 from lib.search import command
 
 PRESETS = Path("presets")
@@ -45,10 +45,7 @@ def load_preset(name: str, folder: Path = PRESETS, params_file: Path = PARAMS_FI
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"preset {name!r} not found ({path}); the presets are: {', '.join(names(folder)) or 'none'}")
-    try:
-        preset = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
+    preset = read_yaml(path)
     if not isinstance(preset, dict) or not preset:
         raise UserError(f"{path}: expected a mapping of dotted params.yaml key → value, e.g. `train.epochs: 12`")
     params = yaml.safe_load(params_file.read_text()) or {}
@@ -58,8 +55,7 @@ def load_preset(name: str, folder: Path = PRESETS, params_file: Path = PARAMS_FI
             raise UserError(f"{path}: a preset is a recipe and leaves the seed to params.yaml; remove `seed` "
                             "(run it at another seed with `dvc exp run -S seed=… -S …`)")
         if key not in known:
-            raise UserError(f"{path}: {key!r} is not a key of params.yaml; write a dotted key as `dvc exp run -S` "
-                            f"takes it, one of: {', '.join(k for k in known if k != SEED)}")
+            raise UserError(f"{path}: {unknown_key(key, known)}")
     try:
         check_recipe(params, preset)
     except UserError as err:
