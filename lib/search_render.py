@@ -72,19 +72,48 @@ def cells_csv(report: dict) -> str:
     return out.getvalue()
 
 
+def point_label(recipe: dict, keys: list[str]) -> str:
+    """A recipe's name on the plot: its values of the varying grid keys, the keys named once in the title."""
+    return ", ".join(value_text(recipe["params"][k]) for k in keys) or recipe["recipe"]
+
+
+def spread(points: list[tuple[float, float]], width: float, height: float) -> list[float]:
+    """Vertical offsets (display units, downward) that keep labels of `width` × `height` anchored at `points`
+    (display coordinates) from overlapping: each label, highest point first, moves down a line at a time
+    until it clears every label placed before it."""
+    placed: list[tuple[float, float]] = []
+    offsets = [0.0] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
+        x, y = points[i]
+        while any(abs(x - px) < width and abs(y - offsets[i] - py) < height for px, py in placed):
+            offsets[i] += height
+        placed.append((x, y - offsets[i]))
+    return offsets
+
+
+def _log_ticks(ax, values: list[float]) -> None:
+    """Plain numbers on a log axis (200, not 2×10²): 1-2-5 steps, finer where the data span under a decade."""
+    from matplotlib import ticker
+
+    span = max(values) / min(values) if values and min(values) > 0 else 10
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5) if span > 10 else (1, 1.5, 2, 3, 5, 7)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _shown(report: dict, cost: str) -> list[dict]:
+    return [r for r in report["recipes"] if r["summary"][cost]["mean"] is not None
+            and r["summary"][ACC]["mean"] is not None]
+
+
 def _panel(ax, report: dict, cost: str, front: str) -> None:
-    """Every recipe's mean ± std, named; the front's recipes in colour, joined by the step of the front."""
-    shown = [r for r in report["recipes"] if r["summary"][cost]["mean"] is not None
-             and r["summary"][ACC]["mean"] is not None]
-    rightmost = max((r["summary"][cost]["mean"] for r in shown), default=None)
+    """Every recipe's mean ± std; the front's recipes in colour, joined by the step of the front."""
+    shown = _shown(report, cost)
     for recipe in shown:
         x, y = recipe["summary"][cost], recipe["summary"][ACC]
         on = front in recipe["front"]
         ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=2,
                     color="tab:red" if on else "0.6", zorder=3 if on else 2)
-        last = x["mean"] == rightmost  # its name goes to the left of it, inside the panel
-        ax.annotate(recipe["recipe"], (x["mean"], y["mean"]), fontsize=6, xytext=(-4 if last else 4, -8),
-                    textcoords="offset points", ha="right" if last else "left", color="black" if on else "0.45")
     off_front = sum(front not in r["front"] for r in shown)
     if off_front:
         ax.errorbar([], [], fmt="o", color="0.6", label=f"off the front ({off_front} recipes)")
@@ -92,8 +121,27 @@ def _panel(ax, report: dict, cost: str, front: str) -> None:
     ax.step([r["summary"][cost]["mean"] for r in members], [r["summary"][ACC]["mean"] for r in members],
             where="post", color="tab:red", linewidth=1, label=f"Pareto front ({len(members)} recipes)")
     ax.set_xscale("log")
+    _log_ticks(ax, [r["summary"][cost]["mean"] for r in shown])
     ax.set_xlabel(AXES[cost])
     ax.legend(fontsize="small", loc="lower right")
+
+
+def _labels(ax, report: dict, cost: str, front: str) -> None:
+    """Each recipe's name beside its point (to its left where it would leave the panel), nudged down where it
+    would cover another's; drawn once the layout is final, as the nudges are measured on screen."""
+    shown = _shown(report, cost)
+    keys = _varying(report)
+    labels = [point_label(r, keys) for r in shown]
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before transforming
+    points = [(r["summary"][cost]["mean"], r["summary"][ACC]["mean"]) for r in shown]
+    anchors = [tuple(ax.transData.transform(p)) for p in points]
+    px = ax.figure.dpi / 72  # display units per typographic point
+    widths = [6 * 0.6 * px * len(label) for label in labels]  # 6-point text, about 0.6 em a character
+    downs = spread(anchors, max(widths, default=0), 8 * px)
+    for recipe, label, point, (x, _), width, down in zip(shown, labels, points, anchors, widths, downs):
+        left = x + width > ax.bbox.x1  # the name would leave the panel: it goes to the left of the point
+        ax.annotate(label, point, fontsize=6, xytext=(-4 if left else 4, -8 - down / px), textcoords="offset points",
+                    ha="right" if left else "left", color="black" if front in recipe["front"] else "0.45")
 
 
 def plot(report: dict, out: str | Path) -> None:
@@ -107,7 +155,12 @@ def plot(report: dict, out: str | Path) -> None:
     for ax, (front, cost) in zip(axes, COSTS.items()):
         _panel(ax, report, cost, front)
     axes[0].set_ylabel("INT8 TFLite test accuracy (mean ± std over seeds)")
+    keys = _varying(report)
+    if keys:
+        fig.suptitle(f"each recipe labelled by its {', '.join(keys)}", fontsize="small")
     fig.tight_layout()
+    for ax, (front, cost) in zip(axes, COSTS.items()):
+        _labels(ax, report, cost, front)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)

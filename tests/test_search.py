@@ -24,7 +24,7 @@ from lib.grid import (Grid, first_stage, load_grid, ordered_cells, parse_grid, s
                       with_cell)
 from lib.pareto import ACC, KB, MS, pareto_front, search_report
 from lib.search import LOGS, TEACHER_RAN, TEACHER_SKIPPED, check_cells, command, teacher_summary
-from lib.search_render import cells_csv, front_markdown, plot
+from lib.search_render import cells_csv, front_markdown, plot, point_label, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = stage_params(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
@@ -225,6 +225,16 @@ def test_front_renders_as_markdown_csv_and_plot(tmp_path):
     assert table[0][ACC] == "0.9" and table[0]["seed"] == "1"
     plot(report, tmp_path / "front.png")
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_names_each_point_by_its_values_and_keeps_close_names_apart():
+    recipe = {"recipe": "student=a, prune.ratio=0.5", "params": {"student": "a", "prune.ratio": 0.5, "seed": 1}}
+    assert point_label(recipe, ["student", "prune.ratio"]) == "a, 0.5"
+    assert point_label({"recipe": "all runs", "params": {}}, []) == "all runs"
+    # display coordinates: two points 3 units apart share a line and must part; a far one stays where it is
+    down = spread([(100, 200), (102, 197), (400, 198)], width=50, height=10)
+    assert down[0] == 0 and down[2] == 0 and down[1] == 10
+    assert spread([(100, 200), (100, 200), (100, 200)], width=50, height=10) == [0, 10, 20]
 
 
 def test_report_places_the_committed_front_in_the_readme(tmp_path, monkeypatch):
