@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.artifacts import NAMES
 from lib.errors import UserError
 from lib.exps import DEFAULT_RECIPE, PREDICTIONS, assignment
 from lib.io import atomic_path
@@ -179,13 +180,14 @@ def markdown(report: dict) -> str:
 
 
 def artifacts_with(report: dict, metric: str) -> list[str]:
-    """The artifacts that have `metric` (e.g. 'acc') in some recipe, in headline order."""
+    """The artifacts that have `metric` (e.g. 'acc') in some recipe, in the pipeline's order (the results
+    table's: teacher, student, pruned, conversions), any others (an ensemble's members) after them."""
     keys = [key for r in report["recipes"].values() for key, s in r["summary"].items() if s["n"]]
     found = list(dict.fromkeys(key.rpartition(".")[0] for key in keys if key.rpartition(".")[2] == metric))
     if not found:
         raise UserError(f"--plot-metric: no artifact has {metric!r}; valid: "
                         f"{', '.join(sorted({key.rpartition('.')[2] for key in keys}))}")
-    return found
+    return sorted(found, key=lambda a: NAMES.index(a) if a in NAMES else len(NAMES))
 
 
 def plot(report: dict, metric: str, out: str | Path) -> None:

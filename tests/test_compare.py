@@ -294,6 +294,14 @@ def test_wide_table_is_split_into_tables_that_fit(shown):
     assert sorted(set(cells)) == sorted(set(rows[0]))  # every cell kept, the recipe repeated in each table
 
 
+def test_plot_shows_the_artifacts_in_the_pipelines_order():
+    names = ["dynamic_tflite", "int8_tflite", "pruned_torch", "student_torch", "teacher_resnet18_torch",
+             "teacher_torch"]  # as `dvc exp show` sorts a metrics file's keys
+    report = {"recipes": {"default": {"summary": {f"{n}.acc": {"n": 1} for n in names}}}}
+    assert render.artifacts_with(report, "acc") == ["teacher_torch", "student_torch", "pruned_torch",
+                                                    "dynamic_tflite", "int8_tflite", "teacher_resnet18_torch"]
+
+
 def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
     with pytest.raises(UserError, match="valid: acc, auc, f1, kb, ms"):
