@@ -96,12 +96,14 @@ def _log_ticks(ax, values: list[float]) -> None:
     from matplotlib import ticker
 
     span = max(values) / min(values) if values and min(values) > 0 else 10
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5) if span > 10 else (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)))
+    steps = (1, 2, 5) if span > 10 else (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=steps))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _shown(report: dict, cost: str) -> list[dict]:
+    """The recipes with a mean for both axes of the panel."""
     return [r for r in report["recipes"] if r["summary"][cost]["mean"] is not None
             and r["summary"][ACC]["mean"] is not None]
 
