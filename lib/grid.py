@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from lib.config import Params, from_dict
+from lib.config import PARAMS_FILE, Params, from_dict
 from lib.errors import UserError
 from lib.exps import assignments, flatten
 
@@ -95,6 +95,11 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path} is not valid YAML: {err}") from None
 
 
+def params_content(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml's content as the mapping a grid or a preset is checked against (empty for an empty file)."""
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
 def _check_values(key: str, values: Any, params: dict[str, Any]) -> list:
     if key == SEED:
         raise UserError("grid: `seed` is not a grid key; list the seeds under `seeds:` at the top level")
@@ -122,12 +127,12 @@ def parse_grid(data: Any, params: dict[str, Any]) -> Grid:
     return Grid(values=values, seeds=_check_seeds(data["seeds"]))
 
 
-def load_grid(path: str | Path = GRID_FILE, params_file: str | Path = "params.yaml") -> Grid:
+def load_grid(path: str | Path = GRID_FILE, params_file: str | Path = PARAMS_FILE) -> Grid:
     """Read and check a grid file against the keys of `params_file`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"grid file {path} not found; write one (see docs/search.md) or pass --grid FILE")
-    return parse_grid(read_yaml(path), yaml.safe_load(Path(params_file).read_text()) or {})
+    return parse_grid(read_yaml(path), params_content(params_file))
 
 
 def stage_params(dvc_yaml: dict) -> list[tuple[str, list[str]]]:

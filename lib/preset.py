@@ -18,13 +18,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lib import cli
 from lib.config import PARAMS_FILE
 from lib.errors import UserError
 from lib.exps import flatten
-from lib.grid import SEED, check_recipe, read_yaml, unknown_key
+from lib.grid import SEED, check_recipe, params_content, read_yaml, unknown_key
 from lib.search import command
 
 PRESETS = Path("presets")
@@ -48,7 +46,7 @@ def load_preset(name: str, folder: Path = PRESETS, params_file: Path = PARAMS_FI
     preset = read_yaml(path)
     if not isinstance(preset, dict) or not preset:
         raise UserError(f"{path}: expected a mapping of dotted params.yaml key → value, e.g. `train.epochs: 12`")
-    params = yaml.safe_load(params_file.read_text()) or {}
+    params = params_content(params_file)
     known = flatten(params)
     for key in preset:
         if key == SEED:

@@ -28,11 +28,10 @@ from typing import Any
 import yaml
 
 from lib import cli, workspace
-from lib.config import PARAMS_FILE
 from lib.errors import UserError
 from lib.exps import assignment, load_exp_show, portable, workspace_recipe
 from lib.grid import (GRID_FILE, TEACHER_STAGE, cell_text, check_recipe, flat_cell, load_grid, ordered_cells,
-                      stage_params, teacher_keys)
+                      params_content, stage_params, teacher_keys)
 from lib.io import atomic_path, write_json
 from lib.pareto import search_report
 from lib.search_render import cells_csv, front_markdown, plot
@@ -51,7 +50,7 @@ def command(cell: dict[str, Any]) -> list[str]:
 
 def check_cells(cells: list[dict[str, Any]]) -> None:
     """Refuse, before the first cell runs, a cell whose params the stages would refuse (values, models)."""
-    params = yaml.safe_load(PARAMS_FILE.read_text()) or {}
+    params = params_content()
     for cell in cells:
         try:
             check_recipe(params, cell)
