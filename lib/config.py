@@ -155,6 +155,7 @@ class Params:
     benchmark: BenchmarkConfig
     explain: ExplainConfig
     student_width: float = 1.0  # width multiplier of the student, where its architecture has one
+    student_last_stride: Literal[1, 2] = 2  # 1: its last downsampling at stride 1 (lib.models.keep_last_resolution)
     teacher_weights: str = "none"  # none | imagenet | a .pt/.pth file: where training starts (lib.weights)
     student_weights: str = "none"
 

@@ -37,8 +37,8 @@ class Context:
     def num_classes(self) -> int:
         return len(self.meta["classes"])
 
-    def spec(self, arch: str, width: float = 1.0) -> ModelSpec:
-        return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"], width)
+    def spec(self, arch: str, width: float = 1.0, last_stride: int = 2) -> ModelSpec:
+        return ModelSpec(arch, self.num_classes, self.meta["channels"], self.meta["image_size"], width, last_stride)
 
     def build(self, arch: str, width: float = 1.0) -> nn.Module:
         return build_from_spec(self.spec(arch, width))

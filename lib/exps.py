@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 import math
 import subprocess
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,6 +23,7 @@ import numpy as np
 import yaml
 
 from lib.artifacts import HEADLINE_PATH
+from lib.config import Params
 from lib.errors import UserError
 
 HEADLINE = HEADLINE_PATH
@@ -117,11 +120,27 @@ def experiment_entries(shown: list) -> list[tuple[dict, str | None, bool]]:
     return entries
 
 
+def optional_params(cls: type = Params, prefix: str = "") -> dict[str, Any]:
+    """Every params.yaml key that may be left out, dotted, with the value the stages then take (lib.config)."""
+    optional = {}
+    for f, hint in ((f, typing.get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls)):
+        if dataclasses.is_dataclass(hint):
+            optional.update(optional_params(hint, f"{prefix}{f.name}."))
+        elif f.default is not dataclasses.MISSING:
+            optional[prefix + f.name] = f.default
+    return optional
+
+
 def entry_params(entry: dict) -> dict[str, Any]:
-    """An entry's params, dotted; those of a file other than params.yaml prefixed `<file>:` as `-S` wants them."""
+    """An entry's params, dotted; those of a file other than params.yaml prefixed `<file>:` as `-S` wants them.
+
+    A run made before an optional key of params.yaml existed lacks it: it gets the key's default, which keeps
+    what the code did before the key, so that it compares as a run of the same recipe made today.
+    """
     params = {}
     for file, content in ((entry.get("data") or {}).get("params") or {}).items():
-        params.update(flatten(content.get("data") or {}, "" if file == "params.yaml" else f"{file}:"))
+        own = flatten(content.get("data") or {}, "" if file == "params.yaml" else f"{file}:")
+        params.update({**optional_params(), **own} if file == PARAMS_FILE else own)
     return params
 
 
@@ -224,7 +243,7 @@ def workspace_recipe(repo: Path = Path(".")) -> dict[str, Any] | None:
     path = repo / PARAMS_FILE
     if not path.is_file():
         return None
-    params = flatten(yaml.safe_load(path.read_text()) or {})
+    params = {**optional_params(), **flatten(yaml.safe_load(path.read_text()) or {})}
     params.pop("seed", None)
     return params
 
@@ -250,9 +269,12 @@ def differences(recipe: dict[str, Any], current: dict[str, Any] | None) -> dict[
     value params.yaml does not have; `missing`, the keys of params.yaml the recipe lacks. None without one."""
     if current is None:
         return None
-    own = _from_params_file(recipe)
-    return {"changed": {key: value for key, value in sorted(own.items())
-                        if key not in current or _json(current[key]) != _json(value)},
+    own, optional = _from_params_file(recipe), optional_params()
+
+    def same(key: str, value: Any) -> bool:  # an optional key params.yaml leaves out has its default
+        return _json(current[key]) == _json(value) if key in current else key in optional and optional[key] == value
+
+    return {"changed": {key: value for key, value in sorted(own.items()) if not same(key, value)},
             "missing": sorted(key for key in current if key not in own)}
 
 

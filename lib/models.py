@@ -1,4 +1,4 @@
-"""Model registry: `build(name, num_classes, in_channels, image_size, width)` is how a stage gets a network.
+"""Model registry: `build(name, num_classes, in_channels, image_size, …)` is how a stage gets a network.
 
 Builders wrap torchvision architectures (random weights; `lib.weights` loads others) and adapt the stem:
 any channel count, and for small inputs (MedMNIST's 28–64 px) no early stride or max-pool, which would
@@ -33,14 +33,16 @@ class Architecture:
     builder: Builder
     widths: tuple[float, ...] = (1.0,)
     teacher_only: str = ""  # why it cannot be a student; empty when it can
+    last_stride_one: bool = False  # its last downsampling can run at stride 1 (`keep_last_resolution`)
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(name: str, *, widths: tuple[float, ...] = (1.0,), teacher_only: str = ""):
+def register(name: str, *, widths: tuple[float, ...] = (1.0,), teacher_only: str = "",
+             last_stride_one: bool = False):
     def add(builder: Builder) -> Builder:
-        _REGISTRY[name] = Architecture(builder, widths, teacher_only)
+        _REGISTRY[name] = Architecture(builder, widths, teacher_only, last_stride_one)
         return builder
     return add
 
@@ -67,12 +69,20 @@ def check_width(name: str, width: float, key: str = "width") -> None:
         raise UserError(f"{key}: got {width} for {name}; it supports {supported}")
 
 
-def check_student(name: str, width: float = 1.0) -> None:
+def check_last_stride(name: str, last_stride: int, key: str = "last_stride") -> None:
+    if last_stride != 2 and not architecture(name).last_stride_one:
+        able = ", ".join(n for n in available() if _REGISTRY[n].last_stride_one)
+        raise UserError(f"{key}: got {last_stride} for {name}; only {able} can keep the resolution of their "
+                        "last downsampling block (1); use 2 for the others")
+
+
+def check_student(name: str, width: float = 1.0, last_stride: int = 2) -> None:
     """Raise `UserError` unless `name` at `width` can go through pruning, TFLite conversion and INT8."""
     reason = architecture(name).teacher_only
     if reason:
         raise UserError(f"student: {name} cannot be a student: {reason}; use it as a teacher only")
     check_width(name, width, key="student_width")
+    check_last_stride(name, last_stride, key="student_last_stride")
 
 
 def check_params(params) -> None:
@@ -85,7 +95,7 @@ def check_params(params) -> None:
             architecture(name)
         except UserError as err:
             raise UserError(f"{role}: {err}") from None
-    check_student(params.student, params.student_width)
+    check_student(params.student, params.student_width, params.student_last_stride)
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,21 @@ class ModelSpec:
     in_channels: int
     image_size: int
     width: float = 1.0  # absent from checkpoints written before width multipliers existed
+    last_stride: int = 2  # 1: `keep_last_resolution`; absent from checkpoints written before it existed
 
 
-def build(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
+def build(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0,
+          last_stride: int = 2) -> nn.Module:
     entry = architecture(name)
     check_width(name, width)
+    check_last_stride(name, last_stride)
     if num_classes < 2:
         raise UserError(f"num_classes: got {num_classes}; a classifier needs at least 2 classes")
     if in_channels not in (1, 3):
         raise UserError(f"in_channels: got {in_channels}; expected 1 (grayscale) or 3 (RGB)")
     model = entry.builder(num_classes, in_channels, image_size < SMALL_INPUT, width)
+    if last_stride == 1:
+        keep_last_resolution(model)
     _standard_batch_norm_momentum(model)
     return model
 
@@ -115,7 +130,19 @@ def build_from_spec(spec: ModelSpec) -> nn.Module:
     if ENSEMBLE_JOIN in spec.arch:
         return Ensemble([build(name, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
                          for name in ensemble_members(spec.arch)])
-    return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width)
+    return build(spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width, spec.last_stride)
+
+
+def keep_last_resolution(model: nn.Module) -> None:
+    """Run the last stride-2 depthwise convolution at stride 1: the last blocks see twice the resolution.
+
+    On a 28 px image MobileNetV2's last map is 2×2 (an output stride of 16 after the small-input stem), where
+    the ResNet teacher's is 4×4; at stride 1 the student's is 4×4 too, with the same parameters, for about
+    1.85× the MACs. The block had no residual connection (it changes the channel count), so none appears.
+    """
+    downsampling = [m for m in model.modules()
+                    if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1 and m.stride == (2, 2)]
+    downsampling[-1].stride = (1, 1)
 
 
 def _standard_batch_norm_momentum(model: nn.Module) -> None:
@@ -212,9 +239,12 @@ register("efficientnet_b0")(_first_conv(tvm.efficientnet_b0, "features.0.0"))
 _B3_INT8 = ("its pruned network's INT8 TFLite does not follow the float model "
             "(correlation 0.07, top-1 agreement 62 % in the chain test)")
 register("efficientnet_b3", teacher_only=_B3_INT8)(_first_conv(tvm.efficientnet_b3, "features.0.0"))
-register("mobilenetv2", widths=(0.25, 0.35, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v2, "features.0.0"))
-register("mobilenetv3_small", widths=(0.25, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
-register("mobilenetv3_large", widths=(0.25, 0.5, 0.75, 1.0))(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
+register("mobilenetv2", widths=(0.25, 0.35, 0.5, 0.75, 1.0),
+         last_stride_one=True)(_first_conv(tvm.mobilenet_v2, "features.0.0"))
+register("mobilenetv3_small", widths=(0.25, 0.5, 0.75, 1.0),
+         last_stride_one=True)(_first_conv(tvm.mobilenet_v3_small, "features.0.0"))
+register("mobilenetv3_large", widths=(0.25, 0.5, 0.75, 1.0),
+         last_stride_one=True)(_first_conv(tvm.mobilenet_v3_large, "features.0.0"))
 register("regnet_y_400mf")(_first_conv(tvm.regnet_y_400mf, "stem.0"))
 
 _SHUFFLENET = {0.5: tvm.shufflenet_v2_x0_5, 1.0: tvm.shufflenet_v2_x1_0,

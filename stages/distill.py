@@ -10,7 +10,7 @@ from lib.cli import run
 from lib.context import run_info, score, setup
 from lib.io import write_json
 from lib.losses import distilling, student_criterion
-from lib.models import save_checkpoint
+from lib.models import build_from_spec, save_checkpoint
 from lib.training import train
 from lib.weights import initial_weights
 
@@ -27,10 +27,11 @@ def main() -> None:
     ctx = setup(args.data)
     criterion = student_criterion(ctx, args.teacher)  # loading the teacher draws on the seeded RNG: first
     arch, width, cfg = ctx.params.student, ctx.params.student_width, ctx.params.distill
-    model = ctx.build(arch, width)
+    spec = ctx.spec(arch, width, ctx.params.student_last_stride)
+    model = build_from_spec(spec)
     weights = initial_weights(model, arch, ctx.params.student_weights, width, key="student_weights")
     model, info = train(model, criterion, ctx, cfg.epochs, cfg.lr, args.live, cfg.precision)
-    save_checkpoint(model, ctx.spec(arch, width), args.model)
+    save_checkpoint(model, spec, args.model)
     scores = score(model, ctx)
     warnings = checks.announce(checks.collapse_warnings(ctx.task, f"student {arch}", scores))
     write_json(args.metrics, {"model": arch, "distilled": distilling(ctx), **info, **run_info(ctx), **scores,

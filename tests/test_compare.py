@@ -263,6 +263,17 @@ def test_grid_keeps_its_cells_and_the_baseline_at_its_seeds_only(shown, tmp_path
         compare.compare(shown, repo=tmp_path, grids=[Grid({"recipe.x": [3]}, seeds=[46])])
 
 
+def test_a_run_made_before_an_optional_key_existed_counts_as_its_default(shown, tmp_path):
+    assert all(r.params["student_last_stride"] == 2 for r in exps.collect_runs(shown).runs)  # none of them has it
+    lever = Grid({"recipe.x": [2]}, seeds=[42, 43])
+    (tmp_path / "params.yaml").write_text("seed: 42\nrecipe: {x: 1, name: base}\nstudent_last_stride: 2\n")
+    report = compare.compare(shown, repo=tmp_path, grids=[lever])
+    assert {name: len(recipe["runs"]) for name, recipe in report["recipes"].items()} == {"default": 2, "recipe.x=2": 2}
+    (tmp_path / "params.yaml").write_text("seed: 42\nrecipe: {x: 1, name: base}\nstudent_last_stride: 1\n")
+    with pytest.raises(UserError, match="no finished run is a cell"):
+        compare.compare(shown, repo=tmp_path, grids=[lever])
+
+
 def test_unknown_baseline_lists_recipes(shown, tmp_path):
     with pytest.raises(UserError, match="recipe.x=1; recipe.x=2"):
         compare.compare(shown, baseline="nope", repo=tmp_path)

@@ -128,6 +128,37 @@ def test_checkpoint_written_before_widths_loads_at_full_width(tmp_path):
     assert load_checkpoint(tmp_path / "old.pt")[1].width == 1.0
 
 
+@pytest.mark.parametrize("arch", ["mobilenetv2", "mobilenetv3_small", "mobilenetv3_large"])
+def test_last_stride_one_doubles_the_last_map_with_the_same_parameters(arch):
+    x = torch.zeros(1, 1, 28, 28)
+    native, kept = build(arch, 2, 1, 28), build(arch, 2, 1, 28, last_stride=1)
+    assert _n_params(kept) == _n_params(native)
+    native_map, kept_map = native.features(x).shape[-1], kept.features(x).shape[-1]
+    assert kept_map == 2 * native_map and kept(x).shape == (1, 2)
+    assert count_macs_params(kept, x)[0] > count_macs_params(native, x)[0]
+
+
+def test_last_stride_is_recorded_in_checkpoint_and_survives_pruning(tmp_path):
+    spec = ModelSpec("mobilenetv2", 2, 1, 28, last_stride=1)
+    example = torch.zeros(1, 1, 28, 28)
+    model = prune_channels(models.build_from_spec(spec).eval(), example, 0.5, "l1", 1, 8)
+    save_checkpoint(model, spec, tmp_path / "m.pt")
+    loaded, loaded_spec = load_checkpoint(tmp_path / "m.pt")
+    assert loaded_spec.last_stride == 1 and loaded.features(example).shape[-1] == 4
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_last_stride_one_is_refused_where_the_architecture_cannot(params_dict):
+    params_dict.update(student="mnasnet", student_last_stride=1)
+    with pytest.raises(UserError, match="student_last_stride: got 1 for mnasnet; only mobilenetv2, mobilenetv3_large"):
+        check_params(from_dict(Params, params_dict))
+    params_dict["student_last_stride"] = 3
+    with pytest.raises(UserError, match="student_last_stride: got 3; expected one of 1, 2"):
+        from_dict(Params, params_dict)
+
+
 def test_teacher_only_student_is_refused_at_params_validation(params_dict):
     params_dict["student"] = "shufflenet_v2"
     with pytest.raises(UserError, match="shufflenet_v2 cannot be a student: torch-pruning .*teacher only"):
@@ -183,7 +214,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert set(ckpt) == {"spec", "layers", "state_dict"}
     assert ckpt["spec"] == {"arch": "mobilenetv2", "num_classes": 2, "in_channels": 1, "image_size": 16,
-                            "width": 1.0}
+                            "width": 1.0, "last_stride": 2}
     assert set(ckpt["state_dict"]) == set(model.state_dict())
 
 
