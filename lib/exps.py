@@ -175,9 +175,10 @@ def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
         if isinstance(run, str):
             notes.append(run)
             continue
-        key = _json([run.params, run.seed])
+        key = comparable([run.params, run.seed])
         earlier = kept.get(key)
-        if earlier is None or (earlier.rev == WORKSPACE and _json(earlier.metrics) == _json(run.metrics)):
+        same_metrics = earlier is not None and comparable(earlier.metrics) == comparable(run.metrics)
+        if earlier is None or (earlier.rev == WORKSPACE and same_metrics):
             kept[key] = run
         else:
             notes.append(f"skipped {run.name}: same params and seed as {earlier.name}")
@@ -187,15 +188,24 @@ def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
     return Experiments(runs=list(kept.values()), notes=notes)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def comparable(value: Any) -> str:
+    """A value as a comparable key; a whole float counts as its integer (params.yaml's `0` is lib.config's 0.0)."""
+    return json.dumps(_whole(value), sort_keys=True)
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    return [_whole(v) for v in value] if isinstance(value, list) else value
 
 
 def varying_keys(params: Iterable[dict[str, Any]]) -> list[str]:
     """The keys whose value (a missing key counting as null) differs between the given params."""
     params = list(params)
     keys = sorted({k for p in params for k in p})
-    return [k for k in keys if len({_json(p.get(k)) for p in params}) > 1]
+    return [k for k in keys if len({comparable(p.get(k)) for p in params}) > 1]
 
 
 def varying_params(shown: list) -> list[str]:
@@ -225,7 +235,8 @@ def recipe_labels(runs: list[Run], baseline: dict[str, Any] | None = None) -> li
         if baseline is not None and run.params == baseline:
             labels.append(DEFAULT_RECIPE)
             continue
-        changed = [k for k in keys if baseline is None or _json(run.params.get(k)) != _json(baseline.get(k))]
+        changed = [k for k in keys
+                   if baseline is None or comparable(run.params.get(k)) != comparable(baseline.get(k))]
         labels.append(assignments(run.params, changed) or "all runs")
     return labels
 
@@ -272,7 +283,9 @@ def differences(recipe: dict[str, Any], current: dict[str, Any] | None) -> dict[
     own, optional = _from_params_file(recipe), optional_params()
 
     def same(key: str, value: Any) -> bool:  # an optional key params.yaml leaves out has its default
-        return _json(current[key]) == _json(value) if key in current else key in optional and optional[key] == value
+        if key in current:
+            return comparable(current[key]) == comparable(value)
+        return key in optional and comparable(optional[key]) == comparable(value)
 
     return {"changed": {key: value for key, value in sorted(own.items()) if not same(key, value)},
             "missing": sorted(key for key in current if key not in own)}

@@ -9,13 +9,12 @@ one of the grid's, each grid key has one of its values and every other param is 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from typing import Any, Sequence
 
 from lib.artifacts import DEPLOYED, headline_metric
 from lib.errors import UserError
-from lib.exps import Run, collect_runs, differences
+from lib.exps import Run, collect_runs, comparable, differences
 from lib.grid import Grid, cell_text
 from lib.stats import summary
 
@@ -40,15 +39,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted((i for i in finite if not dominated(i)), key=lambda i: (points[i][1], -points[i][0]))
 
 
-def _same(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
 def is_cell(run: Run, grid: Grid, current: dict[str, Any]) -> bool:
     """Whether a run is a cell of `grid` on top of `current` (params.yaml's recipe, exps.workspace_recipe)."""
-    if _same(run.seed) not in map(_same, grid.seeds):
+    if comparable(run.seed) not in map(comparable, grid.seeds):
         return False
-    if any(_same(grid.value(run.params, key)) not in map(_same, values) for key, values in grid.values.items()):
+    if any(comparable(grid.value(run.params, key)) not in map(comparable, values)
+           for key, values in grid.values.items()):
         return False
     other, grid_keys = differences(run.params, current), grid.params_set()
     return not set(other["changed"]) - grid_keys and not set(other["missing"]) - grid_keys
@@ -66,7 +62,7 @@ def _finite(value: float | None) -> float | None:
 def _position(run: Run, grid: Grid) -> list[int]:
     """Where a cell's run stands in the grid: the index of each of its values in the grid's lists, then its seed's."""
     def index(values: list, value: Any) -> int:
-        return [_same(v) for v in values].index(_same(value))
+        return [comparable(v) for v in values].index(comparable(value))
 
     return [*(index(values, grid.value(run.params, key)) for key, values in grid.values.items()),
             index(grid.seeds, run.seed)]
@@ -102,11 +98,11 @@ def _recipes(cells: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
 
 def _missing(cells: list[dict], grid: Grid) -> list[str]:
     """The cells of the grid that no run stands for, as `seed=…, key=…`."""
-    done = {_same([c["seed"], c["params"]]) for c in cells}
+    done = {comparable([c["seed"], c["params"]]) for c in cells}
     keys = list(grid.values)
     return [cell_text({"seed": seed, **dict(zip(keys, combo))})
             for seed in grid.seeds for combo in itertools.product(*grid.values.values())
-            if _same([seed, dict(zip(keys, combo))]) not in done]
+            if comparable([seed, dict(zip(keys, combo))]) not in done]
 
 
 def search_report(shown: list, grid: Grid, current: dict[str, Any] | None) -> dict:
