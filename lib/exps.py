@@ -10,14 +10,16 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
 import subprocess
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import yaml
@@ -120,15 +122,19 @@ def experiment_entries(shown: list) -> list[tuple[dict, str | None, bool]]:
     return entries
 
 
-def optional_params(cls: type = Params, prefix: str = "") -> dict[str, Any]:
-    """Every params.yaml key that may be left out, dotted, with the value the stages then take (lib.config)."""
+@functools.cache
+def optional_params(cls: type = Params, prefix: str = "") -> Mapping[str, Any]:
+    """Every params.yaml key that may be left out, dotted, with the value the stages then take (lib.config).
+
+    Read once per process: the dataclasses do not change, and every run read asks for it.
+    """
     optional = {}
     for f, hint in ((f, typing.get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls)):
         if dataclasses.is_dataclass(hint):
             optional.update(optional_params(hint, f"{prefix}{f.name}."))
         elif f.default is not dataclasses.MISSING:
             optional[prefix + f.name] = f.default
-    return optional
+    return types.MappingProxyType(optional)
 
 
 def entry_params(entry: dict) -> dict[str, Any]:
@@ -139,7 +145,7 @@ def entry_params(entry: dict) -> dict[str, Any]:
     """
     params = {}
     for file, content in ((entry.get("data") or {}).get("params") or {}).items():
-        own = flatten(content.get("data") or {}, "" if file == "params.yaml" else f"{file}:")
+        own = flatten(content.get("data") or {}, "" if file == PARAMS_FILE else f"{file}:")
         params.update({**optional_params(), **own} if file == PARAMS_FILE else own)
     return params
 
@@ -254,7 +260,7 @@ def workspace_recipe(repo: Path = Path(".")) -> dict[str, Any] | None:
     path = repo / PARAMS_FILE
     if not path.is_file():
         return None
-    params = {**optional_params(), **flatten(yaml.safe_load(path.read_text()) or {})}
+    params = flatten(yaml.safe_load(path.read_text()) or {})
     params.pop("seed", None)
     return params
 
@@ -270,7 +276,7 @@ def default_recipe(runs: list[Run], current: dict[str, Any] | None) -> dict[str,
     them, or there is no params.yaml, the recipe of the commit (commit_recipe)."""
     if current is not None:
         for run in runs:
-            if _from_params_file(run.params) == current:
+            if not any(differences(run.params, current).values()):
                 return run.params
     return commit_recipe(runs)
 
