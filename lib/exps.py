@@ -238,7 +238,7 @@ def recipe_labels(runs: list[Run], baseline: dict[str, Any] | None = None) -> li
     keys = varying_keys(r.params for r in runs)
     labels = []
     for run in runs:
-        if baseline is not None and run.params == baseline:
+        if baseline is not None and comparable(run.params) == comparable(baseline):
             labels.append(DEFAULT_RECIPE)
             continue
         changed = [k for k in keys

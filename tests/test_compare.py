@@ -81,6 +81,12 @@ def test_beside_a_baseline_each_recipe_is_named_by_what_it_changes():
     assert exps.recipe_labels(runs, params["base"]) == ["default", "a=2", "a=2, b=2"]
 
 
+def test_a_run_whose_params_differ_from_the_baseline_only_as_float_and_int_is_the_default():
+    runs = [exps.Run(name="int", rev="int", seed=42, params={"a": 0, "b": 1}, metrics={}),
+            exps.Run(name="float", rev="float", seed=43, params={"a": 0.0, "b": 1}, metrics={})]
+    assert exps.recipe_labels(runs, {"a": 0, "b": 1}) == ["default", "default"]
+
+
 def test_labelling_recipes_leaves_the_runs_as_they_were(shown):
     runs = exps.collect_runs(shown).runs
     before = copy.deepcopy(runs)
