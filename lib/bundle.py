@@ -114,7 +114,7 @@ def preprocessing(meta: dict, model_tensors: dict[str, dict], decision: dict) ->
 
 
 def write_bundle(out: Path, models_dir: Path, meta: dict, metrics: dict[str, dict], requirements: Path,
-                 student_width: float) -> None:
+                 student_width: float, student_last_stride: int) -> None:
     """Every file of the bundle into `out`, which appears whole or not at all."""
     paths = {name: artifacts.by_name(artifact).path(models_dir) for name, artifact in MODELS.items()}
     for path in paths.values():
@@ -122,7 +122,7 @@ def write_bundle(out: Path, models_dir: Path, meta: dict, metrics: dict[str, dic
             raise UserError(f"{path} not found: run the quantize stage (dvc repro quantize)")
     spec = preprocessing(meta, {name: tensors(path) for name, path in paths.items()},
                          for_meta(meta).deployed_rule(metrics["benchmark"][DEPLOYED]["test"].get("tuned")))
-    card = model_card.build(meta, metrics, spec["decision"], student_width)
+    card = model_card.build(meta, metrics, spec["decision"], student_width, student_last_stride)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for name, path in paths.items():

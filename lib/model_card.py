@@ -26,15 +26,17 @@ def data_name(meta: dict) -> str:
     return meta.get("name") or f"{meta['source']} data"
 
 
-def build(meta: dict, metrics: dict[str, dict], decision: dict, student_width: float) -> list[Block]:
+def build(meta: dict, metrics: dict[str, dict], decision: dict, student_width: float,
+          student_last_stride: int) -> list[Block]:
     """Every section of the card, in the order of Mitchell et al."""
     results = artifacts.measured(metrics["benchmark"])
+    shape = student_shape(student_width, student_last_stride)
     return [Heading(1, f"Model card: {data_name(meta)} classifier, INT8 TFLite"),
             Para("Written by the pipeline's `bundle` stage: every figure comes from this run's `metrics/*.json` "
                  "and `data/processed/meta.json`. The HTML version draws the figures."),
-            *model_details(meta, metrics, results, student_width), *intended_use(meta),
+            *model_details(meta, metrics, results, shape), *intended_use(meta),
             *data_section(meta), *metrics_section(metrics["benchmark"]),
-            *chain_section(results, chain_steps(metrics, student_width)), *artifacts_section(results),
+            *chain_section(results, chain_steps(metrics, shape)), *artifacts_section(results),
             *per_class_section(meta, metrics["benchmark"]), *calibration_section(results),
             *decision_section(decision, results[DEPLOYED]["test"]), *warnings_section(metrics),
             *ethics_section(meta), *limits_section(meta, metrics)]
@@ -45,8 +47,13 @@ def architecture(model) -> str:
     return f"`{model}`" if isinstance(model, str) else " + ".join(f"`{m}`" for m in model)
 
 
-def model_details(meta: dict, metrics: dict[str, dict], results: dict, student_width: float) -> list[Block]:
-    student = f"{architecture(metrics['student']['model'])} (width ×{number('student_width', student_width)})"
+def student_shape(width: float, last_stride: int) -> str:
+    """The student's width multiplier, and its last downsampling when it runs at stride 1."""
+    return f"width ×{number('student_width', width)}" + (", last downsampling at stride 1" if last_stride == 1 else "")
+
+
+def model_details(meta: dict, metrics: dict[str, dict], results: dict, student_shape: str) -> list[Block]:
+    student = f"{architecture(metrics['student']['model'])} ({student_shape})"
     roles = (("teacher", artifacts.TEACHER, architecture(metrics["teacher"]["model"])),
              ("student", "student_torch", student), ("pruned student", "pruned_torch", student),
              ("deployed: INT8 TFLite", DEPLOYED, student))
@@ -128,13 +135,12 @@ def pruning_step(prune: dict) -> str:
             f"{number('macs', macs['after'])} ({number('removed_fraction', macs['removed_fraction'])} removed)")
 
 
-def chain_steps(metrics: dict[str, dict], student_width: float) -> dict[str, str]:
+def chain_steps(metrics: dict[str, dict], student_shape: str) -> dict[str, str]:
     """What each step of the chain did, by artifact, with the figures its stage recorded."""
     quant, student = metrics["quantize"], metrics["student"]
-    width = number("student_width", student_width)
     return {
         artifacts.TEACHER: f"teacher {architecture(metrics['teacher']['model'])} trained on the labels",
-        "student_torch": f"student {architecture(student['model'])} (width ×{width}) "
+        "student_torch": f"student {architecture(student['model'])} ({student_shape}) "
                          + ("distilled from the teacher" if student.get("distilled") else "trained on the labels only"),
         "pruned_torch": pruning_step(metrics["prune"]),
         "pruned_onnx": f"ONNX export (opset {number('opset', metrics['export']['opset'])}): "

@@ -21,7 +21,7 @@ def main() -> None:
 
     params = load_params()
     write_bundle(Path(args.out), Path(args.models), read_json(args.meta), load_metrics(Path(args.metrics)),
-                 Path(args.requirements), params.student_width)
+                 Path(args.requirements), params.student_width, params.student_last_stride)
     print(f"bundle: {args.out}/ (model_int8.tflite, predict.py, MODEL_CARD.md, model_card.html, …)")
 
 

@@ -170,7 +170,7 @@ def deployed_rule(meta: dict, metrics: dict) -> dict:
 
 def card_texts(meta: dict, metrics: dict) -> tuple[str, str]:
     spec_decision = deployed_rule(meta, metrics)
-    blocks = build(meta, metrics, spec_decision, 0.75)
+    blocks = build(meta, metrics, spec_decision, 0.75, 2)
     page = to_html(blocks, card_figures(meta, metrics["benchmark"]), "card")
     return to_markdown(blocks), html.unescape(page)
 
@@ -181,8 +181,14 @@ def test_model_card_prints_every_figure_it_is_given(multi_label):
     markdown, page = card_texts(meta, metrics)
     assert missing_figures(markdown, meta, metrics) == []
     assert missing_figures(page, meta, metrics) == []
-    assert "width ×0.75" in markdown
+    assert "width ×0.75)" in markdown  # the default last stride (2) goes unsaid
     assert markdown.index("`teacher_torch`") < markdown.index(f"`{DEPLOYED}`")  # table order, not sorted keys
+
+
+def test_model_card_says_when_the_students_last_downsampling_runs_at_stride_1():
+    meta, metrics = fake_run(False)
+    markdown = to_markdown(build(meta, metrics, deployed_rule(meta, metrics), 1.0, 1))
+    assert markdown.count("`mobilenetv2` (width ×1.0, last downsampling at stride 1)") == 4  # 3 roles, 1 chain step
 
 
 def test_missing_figures_finds_a_figure_the_card_does_not_print():
@@ -206,7 +212,7 @@ def test_model_card_chain_compares_each_step_with_the_one_before():
 
 def test_model_card_html_is_one_self_contained_page():
     meta, metrics = fake_run(True)
-    blocks = build(meta, metrics, deployed_rule(meta, metrics), 1.0)
+    blocks = build(meta, metrics, deployed_rule(meta, metrics), 1.0, 2)
     page = to_html(blocks, card_figures(meta, metrics["benchmark"]), "card")
     assert '<meta charset="utf-8">' in page
     assert page.count('src="data:image/png;base64,') == 2
