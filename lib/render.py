@@ -190,6 +190,14 @@ def artifacts_with(report: dict, metric: str) -> list[str]:
     return sorted(found, key=lambda a: NAMES.index(a) if a in NAMES else len(NAMES))
 
 
+def series_styles(n: int) -> list[tuple[tuple[float, ...], str]]:
+    """A (colour, marker) per series, no two alike: matplotlib's default cycle repeats its colours after 10."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if n <= 10 else "tab20"].colors
+    return [(palette[i % len(palette)], "osD^v<>p"[i // len(palette) % 8]) for i in range(n)]
+
+
 def plot(report: dict, metric: str, out: str | Path) -> None:
     """Mean ± std error bars of `metric` for every artifact, one series per recipe."""
     import matplotlib
@@ -200,12 +208,14 @@ def plot(report: dict, metric: str, out: str | Path) -> None:
     artifacts = artifacts_with(report, metric)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(artifacts)), 4))
     width = 0.8 / len(report["recipes"])
+    styles = series_styles(len(report["recipes"]))
     for i, (name, recipe) in enumerate(report["recipes"].items()):
         cells = [recipe["summary"].get(f"{a}.{metric}", {"mean": None, "std": None}) for a in artifacts]
         x = np.arange(len(artifacts)) + (i - (len(report["recipes"]) - 1) / 2) * width
         mean = [np.nan if c["mean"] is None else c["mean"] for c in cells]
         std = [c["std"] or 0.0 for c in cells]
-        ax.errorbar(x, mean, yerr=std, fmt="o", capsize=3, label=f"{name} (n={len(recipe['runs'])})")
+        color, marker = styles[i]
+        ax.errorbar(x, mean, yerr=std, fmt=marker, color=color, capsize=3, label=f"{name} (n={len(recipe['runs'])})")
     ax.set_xticks(np.arange(len(artifacts)), artifacts, rotation=30, ha="right")
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: never over a point

@@ -319,6 +319,12 @@ def test_plot_shows_the_artifacts_in_the_pipelines_order():
                                                     "dynamic_tflite", "int8_tflite", "teacher_resnet18_torch"]
 
 
+@pytest.mark.parametrize("n", [1, 10, 11, 20, 45])
+def test_every_recipe_of_the_plot_has_its_own_colour_and_marker(n):
+    styles = render.series_styles(n)
+    assert len(styles) == n and len(set(styles)) == n
+
+
 def test_unknown_plot_metric_lists_valid_names(shown, tmp_path):
     report = compare.compare(shown, repo=tmp_path)
     with pytest.raises(UserError, match="valid: acc, auc, f1, kb, ms"):
