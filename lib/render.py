@@ -20,6 +20,7 @@ from lib.stats import ALPHA, FLOAT_NOISE_DECIMALS
 WIDTH = 120  # the generated blocks of the docs fit this many columns
 MCNEMAR_HEADING = "## McNemar (exact) per run, test predictions"
 CARRIED = "carried over"  # the source of a McNemar row that an earlier report computed (see the notes)
+MARKERS = "osD^v<>p"  # after the palette's colours, the plot's series take the next marker
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -195,7 +196,7 @@ def series_styles(n: int) -> list[tuple[tuple[float, ...], str]]:
     from matplotlib import colormaps
 
     palette = colormaps["tab10" if n <= 10 else "tab20"].colors
-    return [(palette[i % len(palette)], "osD^v<>p"[i // len(palette) % 8]) for i in range(n)]
+    return [(palette[i % len(palette)], MARKERS[i // len(palette) % len(MARKERS)]) for i in range(n)]
 
 
 def plot(report: dict, metric: str, out: str | Path) -> None:
