@@ -26,11 +26,14 @@ else
 endif
 	python -m lib.report
 
+# A test's limit (its fixtures' builds included): a hang fails that test, with every thread's stack, and the run goes on.
+TEST_TIMEOUT ?= 1500
+
 test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones) on two workers
-	python -m pytest -m "not slow" -n 2 --dist worksteal --durations=15 tests
+	python -m pytest -m "not slow" -n 2 --dist worksteal --timeout $(TEST_TIMEOUT) --durations=15 tests
 
 test-all: setup       ## every test, the whole compression chain of every student included (about 30 min more)
-	python -m pytest -n 2 --dist worksteal --durations=15 tests
+	python -m pytest -n 2 --dist worksteal --timeout $(TEST_TIMEOUT) --durations=15 tests
 
 report: setup         ## rewrite each generated table in its file: README.md and docs/ (recipes, students, pruning)
 	python -m lib.report --write

@@ -35,7 +35,7 @@ RAW_DIR = ROOT / "data" / "raw"
 # cores; each half ends with quick tests, which either worker steals from the other when it runs out.
 CHAIN = "chain"  # a marker: a test that runs a conversion chain of its own
 FIRST_HALF = ("project", "searched", "qat_project", "queued", "runner_python", CHAIN)
-SECOND_HALF = ("multi_class", "multi_label", "folder", "models_dir")
+SECOND_HALF = ("multi_class", "multi_label", "models_dir")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -190,9 +190,17 @@ def tiny_meta() -> dict:
     return {"classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25], "channels": 1, "image_size": 8}
 
 
+# A stage started by a test gets one thread per library unless the caller's environment says otherwise: two
+# pytest-xdist workers each run one such process at a time, and more threads than cores, each waiting on the
+# others, can make a busy (shared, throttled) CI machine many times slower rather than a little faster. Its
+# output is unbuffered, so a log shows how far a process that hangs got.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+              "TF_NUM_INTEROP_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def tool_env() -> dict:
     """The environment of a subprocess that must find this interpreter's `dvc` and `python`."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {**ONE_THREAD, **os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -270,9 +278,14 @@ REPRO_LOG = ".dvc/tmp/repro.log"  # .dvc/tmp is not tracked
 
 
 def repro(repo: Path, *stages: str) -> Path:
-    """`dvc repro [stages]` in `repo`, its output kept in REPRO_LOG."""
-    result = run(["dvc", "repro", *stages], repo)
-    (repo / REPRO_LOG).write_text(result.stdout + result.stderr)
+    """`dvc repro [stages]` in `repo`, its output written to REPRO_LOG as it runs (what a build that hangs
+    had done is there)."""
+    log = repo / REPRO_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        result = subprocess.run(["dvc", "repro", *stages], cwd=repo, env=tool_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    assert result.returncode == 0, f"dvc repro {' '.join(stages)} failed:\n{log.read_text()[-8000:]}"
     return repo
 
 
@@ -310,8 +323,11 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
             try:
                 build(folder)
                 done.touch()
-            except Exception as error:  # noqa: BLE001 (reported to each test that needs the project)
-                failed.write_text(f"{type(error).__name__}: {error}")
+            # reported to each test that needs the project; pytest.fail's exception is pytest-timeout's
+            except (Exception, pytest.fail.Exception) as error:  # noqa: BLE001
+                log = folder / REPRO_LOG
+                ran = f"\nthe end of its {REPRO_LOG}:\n{log.read_text()[-3000:]}" if log.exists() else ""
+                failed.write_text(f"{type(error).__name__}: {error}{ran}")
     if failed.exists():
         pytest.fail(f"building the tiny project {name!r} failed:\n{failed.read_text()[-6000:]}", pytrace=False)
     return folder
@@ -337,24 +353,7 @@ def project(tmp_path_factory) -> Path:
         repo, {"train": 240, "val": 80, "test": 80}, **TINY_RUN)))
 
 
-@pytest.fixture(scope="session")
-def multi_class(tmp_path_factory) -> Path:
-    """Four classes (`arrays`), with an ensemble teacher (resnet18 + mobilenetv2), the student pruned in two
-    steps."""
-    return own_copy(tmp_path_factory, "multi_class", lambda repo: tiny_run(
-        repo, lambda d: make_arrays(d, TASK_SPLITS, 4), {"source": "arrays"},
-        teacher=["resnet18", "mobilenetv2"], student=CHEAP_STUDENT, prune={"iterative_steps": 2}))
-
-
-@pytest.fixture(scope="session")
-def multi_label(tmp_path_factory) -> Path:
-    """Five labels (`arrays`, multi-label), the whole chain."""
-    return own_copy(tmp_path_factory, "multi_label", lambda repo: tiny_run(
-        repo, lambda d: make_arrays(d, TASK_SPLITS, 5, multi_label=True), {"source": "arrays"}))
-
-
 CAPSULE_CLASSES = ("Bleeding", "Lymphangiectasia", "Polyp", "Ulcer")
-START_WEIGHTS = "weights/teacher.pt"  # where the capsule run's teacher starts: a checkpoint as a run writes it
 CAPSULE_SIZE = 32  # the model's input; the JPEGs are 64 px, so the reader resizes them as it would real scans
 
 
@@ -363,22 +362,35 @@ def capsule_data(dest: Path) -> None:
                      suffix=".jpg")
 
 
-def capsule_run(repo: Path) -> Path:
-    """The whole DAG with `teacher_weights` set to a checkpoint of the teacher's network (written as
-    `train_teacher` writes one, from seeded initial weights: what it holds does not matter, that it loads does)."""
+@pytest.fixture(scope="session")
+def multi_class(tmp_path_factory) -> Path:
+    """A capsule-endoscopy-shaped ImageFolder set (four classes, class-first layout, RGB JPEGs at 64 px read at
+    32) through the whole DAG, with an ensemble teacher (resnet18 + mobilenetv2), the student pruned in two
+    steps."""
+    return own_copy(tmp_path_factory, "multi_class", lambda repo: tiny_run(
+        repo, capsule_data, {"source": "imagefolder", "image_size": CAPSULE_SIZE},
+        teacher=["resnet18", "mobilenetv2"], student=CHEAP_STUDENT, prune={"iterative_steps": 2}))
+
+
+START_WEIGHTS = "weights/teacher.pt"  # where the multi-label run's teacher starts: a checkpoint as a run writes it
+LABELS = 5
+
+
+def multi_label_run(repo: Path) -> Path:
+    """Five labels (`arrays`, multi-label), the whole chain, `teacher_weights` set to a checkpoint of the
+    teacher's network (written as `train_teacher` writes one, from seeded initial weights: what it holds does
+    not matter, that it loads does)."""
     from lib.models import ModelSpec, build_from_spec, save_checkpoint
 
     torch.manual_seed(0)
-    spec = ModelSpec("resnet18", len(CAPSULE_CLASSES), 3, CAPSULE_SIZE)
+    spec = ModelSpec("resnet18", LABELS, 1, 28)
     (repo / START_WEIGHTS).parent.mkdir(parents=True)
     save_checkpoint(build_from_spec(spec), spec, repo / START_WEIGHTS)
-    return tiny_run(repo, capsule_data, {"source": "imagefolder", "image_size": CAPSULE_SIZE},
-                    teacher_weights=START_WEIGHTS, student=CHEAP_STUDENT, prune={"ratio": 0.0}, distill={"alpha": 0.0})
+    return tiny_run(repo, lambda d: make_arrays(d, TASK_SPLITS, LABELS, multi_label=True), {"source": "arrays"},
+                    teacher_weights=START_WEIGHTS)
 
 
 @pytest.fixture(scope="session")
-def folder(tmp_path_factory) -> Path:
-    """A capsule-endoscopy-shaped ImageFolder set (four classes, class-first layout, RGB JPEGs at 64 px read at
-    32) through the whole DAG, its teacher started from a checkpoint, pruning (ratio 0) and distillation
-    (alpha 0) off."""
-    return own_copy(tmp_path_factory, "folder", capsule_run)
+def multi_label(tmp_path_factory) -> Path:
+    """Five labels (`arrays`, multi-label), the whole chain, the teacher started from a checkpoint."""
+    return own_copy(tmp_path_factory, "multi_label", multi_label_run)

@@ -18,6 +18,7 @@ from conftest import run, tool_env
 
 QUEUED = {"bench-runs-4": 4, "bench-runs-5": 5}  # experiment name → benchmark.runs
 QUEUE_TIMEOUT_S = 600
+EXP_SHOW_TIMEOUT_S = 60
 
 
 def _skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:
@@ -59,10 +60,14 @@ def queued(origin) -> dict[str, dict]:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while True:
-        # while a queue worker sets up its executor, `dvc exp show` can fail on its half-made folder: ask again
-        shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=origin, env=tool_env(), capture_output=True,
-                               text=True)
-        exps = _by_name(json.loads(shown.stdout)) if shown.returncode == 0 else {}
+        # while a queue worker sets up its executor, `dvc exp show` can fail on its half-made folder, or wait on
+        # the lock a worker holds (DVC issue 8762): ask again
+        try:
+            shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=origin, env=tool_env(), capture_output=True,
+                                   text=True, timeout=EXP_SHOW_TIMEOUT_S)
+            exps = _by_name(json.loads(shown.stdout)) if shown.returncode == 0 else {}
+        except subprocess.TimeoutExpired:
+            exps = {}
         if all(exps.get(name, {}).get("state") in ("success", "failed") for name in QUEUED):
             return exps
         if time.monotonic() > deadline:

@@ -1,9 +1,10 @@
 """End to end per task type and switch: `dvc repro` of the real DAG on tiny synthetic sets (conftest's
-`multi_class`, `multi_label` and `folder` projects), each in its own throwaway git repository.
+`multi_class` and `multi_label` projects), each in its own throwaway git repository.
 
-The switches ride on the task projects: the multi-class one has an ensemble teacher and prunes in two steps,
-the ImageFolder one (capsule-endoscopy-shaped, its teacher started from a checkpoint) has pruning (ratio 0) and
-distillation (alpha 0) off."""
+The switches and sources ride on the task projects: the multi-class one reads a capsule-endoscopy-shaped
+ImageFolder set, has an ensemble teacher and prunes in two steps; the multi-label one reads arrays and starts
+its teacher from a checkpoint. Pruning ratio 0 and distillation alpha 0 are tested stage by stage
+(test_switches)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import CAPSULE_CLASSES, CAPSULE_SIZE, START_WEIGHTS, label_image, run, save_png
 from test_pipeline_e2e import ARTIFACTS
@@ -42,11 +42,12 @@ def assert_finished_with_int8_and_parity(repo: Path, agreement_key: str) -> dict
     return bench
 
 
-def test_multi_class_arrays_run(multi_class):
+def test_multi_class_capsule_shaped_imagefolder_run(multi_class):
     meta = read(multi_class, "data/processed/meta.json")
-    assert meta["classes"] == ["class0", "class1", "class2", "class3"] and "task" not in meta
+    assert meta["image_size"] == CAPSULE_SIZE and meta["channels"] == 3 and "task" not in meta
+    assert meta["classes"] == list(CAPSULE_CLASSES) and meta["counts"]["train"] == dict.fromkeys(CAPSULE_CLASSES, 16)
     bench = assert_finished_with_int8_and_parity(multi_class, "top1_agreement")
-    assert set(bench["int8_tflite"]["test"]["per_class"]) == set(meta["classes"])
+    assert set(bench["int8_tflite"]["test"]["per_class"]) == set(CAPSULE_CLASSES)
     assert "accuracy" in bench["baseline_majority_class"]["test"]
 
 
@@ -67,11 +68,14 @@ def test_ensemble_teacher_and_iterative_pruning_run_the_whole_chain(multi_class)
                                                + bench["teacher_mobilenetv2_torch"]["params"])
 
 
-def test_multi_label_arrays_run(multi_label):
+def test_multi_label_arrays_run_from_a_teacher_checkpoint(multi_label):
     meta = read(multi_label, "data/processed/meta.json")
     assert meta["task"] == "multi-label" and len(meta["classes"]) == 5
     teacher = read(multi_label, "metrics/teacher.json")
     assert set(teacher["test"]["tuned"]["thresholds"]) == set(meta["classes"])
+    weights = teacher["weights"]
+    assert weights["source"] == "path" and weights["path"] == START_WEIGHTS and weights["skipped"] == []
+    assert weights["sha256"] == hashlib.sha256((multi_label / START_WEIGHTS).read_bytes()).hexdigest()
     bench = assert_finished_with_int8_and_parity(multi_label, "label_agreement")
     test = bench["int8_tflite"]["test"]
     assert {"exact_match", "predicted_positive", "tuned"} <= set(test)
@@ -93,22 +97,3 @@ def test_multi_label_predict_cli_lists_each_label(multi_label):
     out = run(["python", "-m", "lib.predict", "models/student_int8.tflite", "scan.png", "--json"], multi_label)
     row = json.loads(out.stdout)[0]
     assert len(row["top"]) == 5 and set(row["positive"]) <= {f"label{i}" for i in range(5)}
-
-
-def test_capsule_shaped_imagefolder_runs_the_whole_dag_from_a_checkpoint_with_pruning_and_distillation_off(folder):
-    meta = read(folder, "data/processed/meta.json")
-    assert meta["image_size"] == CAPSULE_SIZE and meta["channels"] == 3 and "task" not in meta
-    assert meta["classes"] == list(CAPSULE_CLASSES) and meta["counts"]["train"] == dict.fromkeys(CAPSULE_CLASSES, 16)
-    bench = assert_finished_with_int8_and_parity(folder, "top1_agreement")
-    assert set(bench["int8_tflite"]["test"]["per_class"]) == set(CAPSULE_CLASSES)
-    weights = read(folder, "metrics/teacher.json")["weights"]
-    assert weights["source"] == "path" and weights["path"] == START_WEIGHTS and weights["skipped"] == []
-    assert weights["sha256"] == hashlib.sha256((folder / START_WEIGHTS).read_bytes()).hexdigest()
-    assert read(folder, "metrics/student.json")["distilled"] is False
-    prune = read(folder, "metrics/prune.json")
-    assert prune["params"]["removed_fraction"] == 0 and prune["macs"]["after"] == prune["macs"]["before"]
-    assert "skipped" in prune["finetune"] and prune["finetuned"] == prune["pruned"]
-    student = torch.load(folder / "models/student.pt", weights_only=True)["state_dict"]
-    pruned = torch.load(folder / "models/student_pruned.pt", weights_only=True)["state_dict"]
-    assert student.keys() == pruned.keys() and all(torch.equal(student[k], pruned[k]) for k in student)
-    assert (folder / "plots/explain/gradcam.png").stat().st_size > 0
