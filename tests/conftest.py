@@ -43,12 +43,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{CHAIN}: a conversion chain of its own (a minute); scheduled with the builds")
 
 
+@pytest.hookimpl(trylast=True)  # after `-m "not slow"` has deselected, so the halves are those xdist splits
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each half of the list opens with its builds (in the order above, then file order), then quick tests."""
     builds = (*FIRST_HALF, *SECOND_HALF)
 
     def build(item: pytest.Item) -> int:
-        used = [i for i, name in enumerate(builds) if name in item.fixturenames or item.get_closest_marker(name)]
+        fixtures = set(item.fixturenames) - set(getattr(getattr(item, "callspec", None), "params", {}))
+        used = [i for i, name in enumerate(builds) if name in fixtures or item.get_closest_marker(name)]
         return min(used, default=len(builds))
 
     ranked = sorted(items, key=build)
