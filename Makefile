@@ -27,7 +27,7 @@ endif
 	python -m lib.report
 
 # A test's limit (its fixtures' builds included): a hang fails that test, with every thread's stack, and the run goes on.
-TEST_TIMEOUT ?= 1500
+TEST_TIMEOUT ?= 1800
 
 test: setup           ## set up, then run the unit and end-to-end tests (all but the slow ones) on two workers
 	python -m pytest -m "not slow" -n 2 --dist worksteal --timeout $(TEST_TIMEOUT) --durations=15 tests
