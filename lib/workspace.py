@@ -3,7 +3,8 @@
 `dvc exp run -S` writes the cell's params into params.yaml and leaves the cell's results in the workspace. What
 the user had is put back afterwards, uncommitted edits included: params.yaml, dvc.lock and every `cache: false`
 output (metrics and plots, which the DVC cache does not hold) from a copy made before; then `dvc checkout`
-puts back the cached outputs (data, models) that the restored dvc.lock names, from the DVC cache.
+puts back the cached outputs (data, models) that the restored dvc.lock names, from the DVC cache. DVC runs an
+experiment on a detached HEAD; a `dvc exp run` that is killed leaves it there, so HEAD goes back on its branch.
 """
 
 from __future__ import annotations
@@ -73,9 +74,36 @@ def checkout(repo: Path) -> None:
               file=sys.stderr)
 
 
+def _git(repo: Path, *args: str) -> str | None:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_head(repo: Path) -> tuple[str, str] | None:
+    """(the branch HEAD is on, e.g. refs/heads/main, or "" when detached; its commit); None outside git."""
+    commit = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+    return None if commit is None else (_git(repo, "symbolic-ref", "-q", "HEAD") or "", commit)
+
+
+def reattach(repo: Path, before: tuple[str, str] | None) -> None:
+    """Put HEAD back on the branch it was on `before`, if it is now detached at that branch's commit (which
+    leaves the work tree and the index as they are); otherwise say what to do instead of guessing."""
+    now = git_head(repo)
+    if before is None or not before[0] or now is None or now[0] == before[0]:
+        return
+    branch = before[0]
+    if not now[0] and now[1] == _git(repo, "rev-parse", branch):
+        _git(repo, "symbolic-ref", "HEAD", branch)
+        return
+    name = branch.removeprefix("refs/heads/")
+    print(f"warning: HEAD was on {name} and is now {now[0] or 'detached at ' + now[1][:7]}: check `git status` "
+          f"and `git checkout {name}` before committing", file=sys.stderr)
+
+
 @contextmanager
 def kept(repo: Path = Path(".")) -> Iterator[None]:
     """Run the block, then put the pipeline state back as it was before it, whether the block succeeded or not."""
+    head = git_head(repo)
     paths = kept_paths(repo)
     (repo / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
     saved = Path(tempfile.mkdtemp(prefix="search-workspace.", dir=repo / SNAPSHOT_DIR))
@@ -87,6 +115,7 @@ def kept(repo: Path = Path(".")) -> Iterator[None]:
     try:
         yield
     finally:
+        reattach(repo, head)
         restore(repo, paths, saved)
         checkout(repo)
         shutil.rmtree(saved, ignore_errors=True)

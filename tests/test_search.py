@@ -274,6 +274,35 @@ def test_workspace_puts_back_params_lock_and_uncached_outputs(tmp_path, monkeypa
     assert list((tmp_path / workspace.SNAPSHOT_DIR).iterdir()) == []
 
 
+def _committed_repo(repo: Path) -> str:
+    """A git repository with one commit and an empty dvc.yaml; the branch HEAD is on."""
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "ci"], ["git", "add", "-A"], ["git", "commit", "-qm", "one"]):
+        run(cmd, repo)
+    return run(["git", "symbolic-ref", "HEAD"], repo).stdout.strip()
+
+
+def test_workspace_puts_head_back_on_its_branch_after_a_killed_experiment(tmp_path, monkeypatch):
+    branch = _committed_repo(tmp_path)
+    monkeypatch.setattr(workspace, "checkout", lambda repo: None)
+    with pytest.raises(RuntimeError), workspace.kept(tmp_path):
+        run(["git", "checkout", "-q", "--detach"], tmp_path)  # what a killed `dvc exp run` leaves
+        raise RuntimeError("a cell was killed")
+    assert run(["git", "symbolic-ref", "HEAD"], tmp_path).stdout.strip() == branch
+
+
+def test_workspace_leaves_a_head_moved_elsewhere_and_says_so(tmp_path, monkeypatch, capsys):
+    branch = _committed_repo(tmp_path)
+    monkeypatch.setattr(workspace, "checkout", lambda repo: None)
+    with workspace.kept(tmp_path):
+        run(["git", "checkout", "-q", "--detach"], tmp_path)
+        run(["git", "commit", "-q", "--allow-empty", "-m", "two"], tmp_path)  # not the branch's commit
+    assert workspace.git_head(tmp_path)[0] == ""
+    name = branch.removeprefix("refs/heads/")
+    assert f"HEAD was on {name} and is now detached at" in capsys.readouterr().err
+
+
 def test_the_pipeline_s_uncached_outputs_are_kept_and_its_models_left_to_the_cache():
     kept = workspace.uncached_outputs(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     assert {"metrics/headline.json", "metrics/teacher.json", "plots/benchmark"} <= set(kept)
