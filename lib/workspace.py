@@ -88,10 +88,11 @@ def git_head(repo: Path) -> tuple[str, str] | None:
 def reattach(repo: Path, before: tuple[str, str] | None) -> None:
     """Put HEAD back on the branch it was on `before`, if it is now detached at that branch's commit (which
     leaves the work tree and the index as they are); otherwise say what to do instead of guessing."""
-    now = git_head(repo)
-    if before is None or not before[0] or now is None or now[0] == before[0]:
+    if before is None or not before[0]:
         return
-    branch = before[0]
+    now, branch = git_head(repo), before[0]
+    if now is None or now[0] == branch:
+        return
     if not now[0] and now[1] == _git(repo, "rev-parse", branch):
         _git(repo, "symbolic-ref", "HEAD", branch)
         return

@@ -325,11 +325,12 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
             try:
                 build(folder)
                 done.touch()
-            # reported to each test that needs the project; pytest.fail's exception is pytest-timeout's
-            except (Exception, pytest.fail.Exception) as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 (reported to each test that needs the project)
+                failed.write_text(f"{type(error).__name__}: {error}")
+            except pytest.fail.Exception as timeout:  # pytest-timeout's: it stops `repro` before that says what ran
                 log = folder / REPRO_LOG
                 ran = f"\nthe end of its {REPRO_LOG}:\n{log.read_text()[-3000:]}" if log.exists() else ""
-                failed.write_text(f"{type(error).__name__}: {error}{ran}")
+                failed.write_text(f"{type(timeout).__name__}: {timeout}{ran}")
     if failed.exists():
         pytest.fail(f"building the tiny project {name!r} failed:\n{failed.read_text()[-6000:]}", pytrace=False)
     return folder

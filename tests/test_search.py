@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import built_once, copy_project, run
+from conftest import built_once, copy_project, init_repo, run
 from lib import workspace
 from lib.errors import UserError
 from lib.grid import (Grid, first_stage, load_grid, ordered_cells, parse_grid, stage_params, teacher_keys,
@@ -275,11 +275,9 @@ def test_workspace_puts_back_params_lock_and_uncached_outputs(tmp_path, monkeypa
 
 
 def _committed_repo(repo: Path) -> str:
-    """A git repository with one commit and an empty dvc.yaml; the branch HEAD is on."""
+    """A committed git + DVC repository with an empty dvc.yaml; the branch HEAD is on."""
     (repo / "dvc.yaml").write_text("stages: {}\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["git", "add", "-A"], ["git", "commit", "-qm", "one"]):
-        run(cmd, repo)
+    init_repo(repo)
     return run(["git", "symbolic-ref", "HEAD"], repo).stdout.strip()
 
 
