@@ -52,8 +52,8 @@ def student_shape(width: float, last_stride: int) -> str:
     return f"width ×{number('student_width', width)}" + (", last downsampling at stride 1" if last_stride == 1 else "")
 
 
-def model_details(meta: dict, metrics: dict[str, dict], results: dict, student_shape: str) -> list[Block]:
-    student = f"{architecture(metrics['student']['model'])} ({student_shape})"
+def model_details(meta: dict, metrics: dict[str, dict], results: dict, shape: str) -> list[Block]:
+    student = f"{architecture(metrics['student']['model'])} ({shape})"
     roles = (("teacher", artifacts.TEACHER, architecture(metrics["teacher"]["model"])),
              ("student", "student_torch", student), ("pruned student", "pruned_torch", student),
              ("deployed: INT8 TFLite", DEPLOYED, student))
@@ -135,12 +135,12 @@ def pruning_step(prune: dict) -> str:
             f"{number('macs', macs['after'])} ({number('removed_fraction', macs['removed_fraction'])} removed)")
 
 
-def chain_steps(metrics: dict[str, dict], student_shape: str) -> dict[str, str]:
+def chain_steps(metrics: dict[str, dict], shape: str) -> dict[str, str]:
     """What each step of the chain did, by artifact, with the figures its stage recorded."""
     quant, student = metrics["quantize"], metrics["student"]
     return {
         artifacts.TEACHER: f"teacher {architecture(metrics['teacher']['model'])} trained on the labels",
-        "student_torch": f"student {architecture(student['model'])} ({student_shape}) "
+        "student_torch": f"student {architecture(student['model'])} ({shape}) "
                          + ("distilled from the teacher" if student.get("distilled") else "trained on the labels only"),
         "pruned_torch": pruning_step(metrics["prune"]),
         "pruned_onnx": f"ONNX export (opset {number('opset', metrics['export']['opset'])}): "
