@@ -1,9 +1,14 @@
 """Compare experiments across seeds: which recipe differs from which, and with what evidence.
 
     dvc exp run --queue -S seed=43 && dvc exp run --queue -S seed=44 && dvc queue start
-    python -m lib.compare [--exps FILE] [--metric int8_tflite.acc ...] [--baseline RECIPE_OR_EXP]
-                          [--pair teacher_torch int8_tflite ...] [--md OUT.md] [--plot OUT.png] [--json OUT.json]
+    python -m lib.compare [--exps FILE ...] [--exclude RUN ...] [--no-commits] [--baseline RECIPE_OR_EXP]
+                          [--metric int8_tflite.acc ...] [--pair teacher_torch int8_tflite ...]
+                          [--md OUT.md] [--plot OUT.png] [--json OUT.json]
                           [--mcnemar-from EARLIER.json|EARLIER.md] [--grid LEVER.yaml ...]
+
+Several `--exps` files are read as one, in their order. Runs made on another machine must not pair with this
+machine's (the same seed gives other figures on another CPU): `--exclude` leaves runs out by name and
+`--no-commits` the commits' own results, both before a (recipe, seed) picks its run.
 
 A *recipe* is an experiment's params without `seed`; its runs are the seeds. The baseline recipe is called
 `default`: the recipe of the workspace's params.yaml where some runs have it, else the commit's, or the one
@@ -27,7 +32,7 @@ from lib.artifacts import DEPLOYED, TEACHER, headline_metric
 from lib import cli, render
 from lib.errors import UserError
 from lib.exps import (DEFAULT_RECIPE, HEADLINE, PREDICTIONS, Run, collect_runs, correct_by_artifact, default_recipe,
-                      differences, load_exp_show, portable, read_predictions, recipe_labels, varying_keys,
+                      differences, load_exp_shows, portable, read_predictions, recipe_labels, varying_keys,
                       workspace_recipe)
 from lib.grid import Grid, load_grid
 from lib.io import atomic_path, write_json
@@ -141,12 +146,12 @@ def _seed_order(run: Run) -> tuple:
 def compare(shown: list, metrics: list[str] | None = None, baseline: str | None = None,
             pairs: list[tuple[str, str]] | None = None, repo: Path = Path("."),
             metrics_file: str = HEADLINE, mcnemar_from: Path | None = None,
-            grids: list[Grid] | None = None) -> dict:
+            grids: list[Grid] | None = None, excluded: list[str] | None = None, commits: bool = True) -> dict:
     """The whole comparison as one JSON-ready mapping (the Markdown and the plot are drawn from it).
 
     `repo` holds the predictions of the McNemar tests and the params.yaml whose recipe is the default baseline.
     """
-    found = collect_runs(shown, metrics_file)
+    found = collect_runs(shown, metrics_file, excluded or (), commits)
     runs = sorted(found.runs, key=_seed_order)
     current = workspace_recipe(repo)
     notes = list(found.notes)
@@ -186,7 +191,14 @@ def compare(shown: list, metrics: list[str] | None = None, baseline: str | None 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exps", help="`dvc exp show --json` output; default: run it in the current repository")
+    parser.add_argument("--exps", action="append", help="`dvc exp show --json` output (repeatable: read as one, "
+                        "in order); default: run it in the current repository")
+    parser.add_argument("--exclude", action="append", metavar="RUN", help="leave out the run of this experiment "
+                        "name, commit name or rev (7+ characters) from the comparison and from --save-exps "
+                        "(repeatable)")
+    parser.add_argument("--no-commits", dest="commits", action="store_false", help="leave out the commits' and "
+                        "the workspace's own results, from the comparison and from --save-exps: only `dvc exp` "
+                        "experiments, e.g. when the commits' run was made on another machine")
     parser.add_argument("--metric", action="append", help="`<artifact>.<metric>` to tabulate and test "
                         "(repeatable); default: int8 TFLite quality, size and latency, teacher/student/pruned quality")
     parser.add_argument("--baseline", help="recipe or experiment name to compare others with (then called "
@@ -198,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-file", default=HEADLINE,
                         help=f"the metrics file whose numeric leaves are compared (default {HEADLINE})")
     parser.add_argument("--save-exps", help="also save the experiments read, without this machine's executor "
-                        "details, so the report can be rebuilt elsewhere with --exps")
+                        "details and the excluded runs, so the report can be rebuilt elsewhere with --exps")
     parser.add_argument("--mcnemar-from", type=Path, help="an earlier report (its .json, or its .md) whose "
                         "McNemar tests of a run are kept where this repository lacks the run's predictions, e.g. "
                         "its experiment refs are gone; the notes list the runs carried over")
@@ -213,11 +225,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    shown = load_exp_show(args.exps)
+    shown = load_exp_shows(args.exps)
     if args.save_exps:
-        write_json(args.save_exps, portable(shown))
+        write_json(args.save_exps, portable(shown, args.exclude or (), args.commits))
     report = compare(shown, args.metric, args.baseline, args.pair, metrics_file=args.metrics_file,
-                     mcnemar_from=args.mcnemar_from, grids=[load_grid(path) for path in args.grid or []])
+                     mcnemar_from=args.mcnemar_from, grids=[load_grid(path) for path in args.grid or []],
+                     excluded=args.exclude, commits=args.commits)
     if args.plot:
         render.plot(report, args.plot_metric, args.plot)
     if args.json:

@@ -101,14 +101,38 @@ def load_exp_show(path: str | Path | None = None) -> list:
     return shown
 
 
-def portable(shown: list) -> list:
+def load_exp_shows(paths: Iterable[str | Path] | None) -> list:
+    """Several saved `dvc exp show --json` outputs as one, in the order given; none: the current repository's."""
+    return [entry for path in paths or [None] for entry in load_exp_show(path)]
+
+
+def portable(shown: list, excluded: Iterable[str] = (), commits: bool = True) -> list:
     """`dvc exp show --json` without each queued run's local executor record (its log path and pid on the
-    machine that ran it); the executor's state, which the comparison reads, is kept."""
+    machine that ran it); the executor's state, which the comparison reads, is kept. The runs `excluded`
+    names (see `is_named`) are left out, and without `commits` the commits' and workspace's own: an
+    experiment entirely, a commit by its results, as its row holds its experiments."""
     shown = copy.deepcopy(shown)
+    excluded = set(excluded)
     for baseline in shown:
-        for exp in baseline.get("experiments") or []:
+        if not commits or is_named(baseline, excluded):
+            baseline.pop("data", None)
+        experiments = [exp for exp in baseline.get("experiments") or []
+                       if not any(is_named(rev, excluded) for rev in exp.get("revs") or [])]
+        for exp in experiments:
             (exp.get("executor") or {}).pop("local", None)
+        if baseline.get("experiments") is not None:
+            baseline["experiments"] = experiments
     return shown
+
+
+def run_name(entry: dict) -> str:
+    """The name a run goes by: the experiment's, the commit's branch or tag, else its short rev."""
+    return entry.get("name") or (WORKSPACE if entry["rev"] == WORKSPACE else entry["rev"][:7])
+
+
+def is_named(entry: dict, names: Iterable[str]) -> bool:
+    """Whether one of `names` is the entry's run name or the start (7 characters or more) of its rev."""
+    return any(name == run_name(entry) or (len(name) >= 7 and entry["rev"].startswith(name)) for name in names)
 
 
 def experiment_entries(shown: list) -> list[tuple[dict, str | None, bool]]:
@@ -152,7 +176,7 @@ def entry_params(entry: dict) -> dict[str, Any]:
 
 def _run_from(entry: dict, state: str | None, is_commit: bool, metrics_file: str) -> Run | str:
     """A Run, or the reason this entry is not one."""
-    name = entry.get("name") or (WORKSPACE if entry["rev"] == WORKSPACE else entry["rev"][:7])
+    name = run_name(entry)
     if state not in (None, "success"):
         return f"skipped {name}: {state}"
     data = entry.get("data")
@@ -168,15 +192,28 @@ def _run_from(entry: dict, state: str | None, is_commit: bool, metrics_file: str
                is_commit=is_commit)
 
 
-def collect_runs(shown: list, metrics_file: str = HEADLINE) -> Experiments:
+def collect_runs(shown: list, metrics_file: str = HEADLINE, excluded: Iterable[str] = (),
+                 commits: bool = True) -> Experiments:
     """Finished runs with headline metrics, one per (recipe params, seed), so no seed is counted twice.
 
     A clean workspace repeats the run of its commit: the commit is kept, since `git show` can read its files.
-    Otherwise the first run of a (recipe, seed) is kept: the workspace, then commits, then experiments.
+    Otherwise the first run of a (recipe, seed) is kept: the workspace, then commits, then experiments. The
+    runs `excluded` names (experiments, or commits by name or rev; see `is_named`) are left out first, so
+    another run of their recipe and seed can take their place; without `commits`, so are the commits' and the
+    workspace's own results, leaving the `dvc exp` experiments.
     """
     notes = []
     kept: dict[str, Run] = {}
-    for entry, state, is_commit in experiment_entries(shown):
+    entries = experiment_entries(shown)
+    unknown = [name for name in excluded if not any(is_named(entry, [name]) for entry, _, _ in entries)]
+    if unknown:
+        raise UserError(f"--exclude: no run is named {', '.join(unknown)}; runs: "
+                        f"{', '.join(dict.fromkeys(run_name(entry) for entry, _, _ in entries))}")
+    left_out = [run_name(entry) for entry, _, _ in entries if is_named(entry, excluded)]
+    notes += [f"left out {len(left_out)} run(s) by --exclude: {', '.join(left_out)}"] * bool(left_out)
+    for entry, state, is_commit in entries:
+        if is_named(entry, excluded) or (is_commit and not commits):
+            continue
         run = _run_from(entry, state, is_commit, metrics_file)
         if isinstance(run, str):
             notes.append(run)

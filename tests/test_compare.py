@@ -123,6 +123,50 @@ def test_a_commit_that_repeats_a_changed_workspace_is_skipped_in_the_workspace_s
     assert f"skipped {changed[1]['name']}: same params and seed as workspace" in notes
 
 
+def test_several_experiment_files_are_read_as_one_in_order(shown, tmp_path):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(shown[:1]))
+    second.write_text(json.dumps(shown[1:]))
+    assert exps.load_exp_shows([first, second]) == shown
+
+
+def test_an_excluded_experiment_is_left_out_and_noted(shown):
+    name = exp_name_with(shown, 2)
+    found = exps.collect_runs(shown, excluded=[name])
+    assert name not in [r.name for r in found.runs]
+    assert f"left out 1 run(s) by --exclude: {name}" in found.notes
+
+
+@pytest.mark.parametrize("by", ["name", "rev"])
+def test_an_excluded_commit_makes_way_for_another_run_of_its_recipe_and_seed(shown, by):
+    commit = shown[1]
+    runs = exps.collect_runs(shown, excluded=[commit["name"] if by == "name" else commit["rev"][:7]]).runs
+    assert commit["rev"] not in [r.rev for r in runs]
+    assert "workspace" in [r.rev for r in runs]  # the clean workspace repeats the commit's run
+
+
+def test_excluding_a_run_that_is_not_there_is_a_user_error_listing_the_runs(shown):
+    with pytest.raises(UserError, match=r"--exclude: no run is named nope; runs: .*adunc-gulf"):
+        exps.collect_runs(shown, excluded=["nope"])
+
+
+def test_without_commits_only_experiments_are_runs(shown):
+    runs = exps.collect_runs(shown, commits=False).runs
+    assert runs and not any(r.is_commit for r in runs)
+    assert len(runs) == len(exps.collect_runs(shown).runs) - 1
+
+
+def test_saved_experiments_leave_out_the_excluded_runs_and_commits(shown, tmp_path):
+    saved, name = tmp_path / "experiments.json", exp_name_with(shown, 2)
+    compare.main(["--exps", str(FIXTURE), "--exclude", name, "--no-commits", "--save-exps", str(saved),
+                  "--json", str(tmp_path / "c.json"), "--md", str(tmp_path / "c.md")])
+    runs = exps.collect_runs(json.loads(saved.read_text())).runs
+    assert runs and name not in [r.name for r in runs] and not any(r.is_commit for r in runs)
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert sorted(run["name"] for recipe in report["recipes"].values() for run in recipe["runs"]) == \
+        sorted(r.name for r in runs)
+
+
 def test_params_that_differ_between_rows_are_listed(shown):
     assert exps.varying_params(shown) == ["recipe.x", "seed"]
 
