@@ -226,11 +226,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     shown = load_exp_shows(args.exps)
-    if args.save_exps:
-        write_json(args.save_exps, portable(shown, args.exclude or (), args.commits))
     report = compare(shown, args.metric, args.baseline, args.pair, metrics_file=args.metrics_file,
                      mcnemar_from=args.mcnemar_from, grids=[load_grid(path) for path in args.grid or []],
                      excluded=args.exclude, commits=args.commits)
+    if args.save_exps:  # after the comparison, which rejects an --exclude that names no run
+        write_json(args.save_exps, portable(shown, args.exclude or (), args.commits))
     if args.plot:
         render.plot(report, args.plot_metric, args.plot)
     if args.json:

@@ -204,6 +204,7 @@ def collect_runs(shown: list, metrics_file: str = HEADLINE, excluded: Iterable[s
     """
     notes = []
     kept: dict[str, Run] = {}
+    excluded = tuple(excluded)  # read once per entry below
     entries = experiment_entries(shown)
     unknown = [name for name in excluded if not any(is_named(entry, [name]) for entry, _, _ in entries)]
     if unknown:

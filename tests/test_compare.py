@@ -150,6 +150,14 @@ def test_excluding_a_run_that_is_not_there_is_a_user_error_listing_the_runs(show
         exps.collect_runs(shown, excluded=["nope"])
 
 
+def test_an_unknown_exclude_saves_no_experiments_file(tmp_path):
+    saved = tmp_path / "experiments.json"
+    with pytest.raises(UserError, match="--exclude: no run is named nope"):
+        compare.main(["--exps", str(FIXTURE), "--exclude", "nope", "--save-exps", str(saved),
+                      "--md", str(tmp_path / "c.md")])
+    assert not saved.exists()
+
+
 def test_without_commits_only_experiments_are_runs(shown):
     runs = exps.collect_runs(shown, commits=False).runs
     assert runs and not any(r.is_commit for r in runs)
