@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.name is None:
-        print("\n".join(f"{name:<16}{summary(PRESETS / f'{name}.yaml')}" for name in names()))
+        width = max(map(len, names()), default=0) + 2
+        print("\n".join(f"{name:<{width}}{summary(PRESETS / f'{name}.yaml')}" for name in names()))
         return
     cmd = command(load_preset(args.name))
     if args.dry_run:
