@@ -71,8 +71,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.name is None:
-        width = max(map(len, names()), default=0) + 2
-        print("\n".join(f"{name:<{width}}{summary(PRESETS / f'{name}.yaml')}" for name in names()))
+        listed = names()
+        width = max(map(len, listed), default=0) + 2
+        print("\n".join(f"{name:<{width}}{summary(PRESETS / f'{name}.yaml')}" for name in listed))
         return
     cmd = command(load_preset(args.name))
     if args.dry_run:
