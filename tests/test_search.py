@@ -123,12 +123,20 @@ def test_a_bad_grid_says_what_to_fix(data, message):
         parse_grid(data, PARAMS)
 
 
-def test_the_committed_grid_is_valid_and_every_cell_a_recipe_the_stages_accept(monkeypatch):
+COMMITTED_GRIDS = sorted(["search.yaml", *(str(p.relative_to(ROOT)) for p in ROOT.glob("plots/*/*.yaml"))])
+
+
+@pytest.mark.parametrize("path", COMMITTED_GRIDS)
+def test_every_committed_grid_is_valid_and_every_cell_a_recipe_the_stages_accept(monkeypatch, path):
+    """The grid files the docs' commands run (`lib.search run --grid`, `lib.compare --grid`) still fit params.yaml."""
     monkeypatch.chdir(ROOT)
-    grid = load_grid(ROOT / "search.yaml", ROOT / "params.yaml")
+    grid = load_grid(ROOT / path, ROOT / "params.yaml")
     cells = ordered_cells(grid, STAGES)
     assert len(cells) == len(grid.seeds) * math.prod(len(v) for v in grid.values.values())
     check_cells(cells)
+
+
+def test_check_cells_refuses_a_recipe_the_stages_would_refuse():
     with pytest.raises(UserError, match="student_width"):
         check_cells([{"seed": 42, "student": "mobilenetv3_small", "student_width": 0.35}])
 
