@@ -52,8 +52,13 @@ def wrapped(text: str, width: int = WIDTH) -> list[str]:
     return [*textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False), ""]
 
 
+def denoised(value: float) -> float:
+    """`value` rounded past float noise, a negative zero made zero: a tie prints as 0, not -0."""
+    return round(value, FLOAT_NOISE_DECIMALS) + 0.0
+
+
 def num(value: float | None) -> str:
-    return "n/a" if value is None else f"{round(value, FLOAT_NOISE_DECIMALS):.4g}"
+    return "n/a" if value is None else f"{denoised(value):.4g}"
 
 
 def p_value(value: float | None) -> str:
@@ -64,7 +69,7 @@ def mean_std(s: dict) -> str:
     """Mean to 4 significant digits, the std to 2: the spread is what says how many of those digits count."""
     if not s["n"]:
         return "n/a"
-    return f"{num(s['mean'])} ± " + ("n/a" if s["std"] is None else f"{round(s['std'], FLOAT_NOISE_DECIMALS):.2g}")
+    return f"{num(s['mean'])} ± " + ("n/a" if s["std"] is None else f"{denoised(s['std']):.2g}")
 
 
 def mean_difference(t: dict) -> str:
@@ -72,7 +77,7 @@ def mean_difference(t: dict) -> str:
     if not t["n"]:
         return "n/a"
     ci = f" [{num(t['ci95'][0])}, {num(t['ci95'][1])}]" if t["ci95"] else ""
-    return f"{round(t['mean_diff'], FLOAT_NOISE_DECIMALS):+.4g}{ci}"
+    return f"{denoised(t['mean_diff']):+.4g}{ci}"
 
 
 def _difference(t: dict) -> str:

@@ -218,6 +218,13 @@ def test_float_noise_differences_are_ties():
     assert stats.paired_test([0.7 - 0.6999999999999999, 0.0, 0.0])["p"] == 1.0
 
 
+def test_a_mean_difference_that_is_float_noise_below_zero_prints_as_a_tie():
+    tie = {"n": 3, "mean_diff": (-3 / 624 + 1 / 624 + 2 / 624) / 3, "ci95": [-0.0048, 0.0032]}
+    assert tie["mean_diff"] < 0
+    assert render.mean_difference(tie) == "+0 [-0.0048, 0.0032]"
+    assert render.mean_difference({**tie, "mean_diff": -0.0048}) == "-0.0048 [-0.0048, 0.0032]"
+
+
 def test_mcnemar_is_an_exact_binomial_test_on_the_discordant_pairs():
     first = np.array([True] * 10 + [False] * 2 + [True] * 20 + [False] * 5)
     second = np.array([False] * 10 + [True] * 2 + [True] * 20 + [False] * 5)
